@@ -1,0 +1,106 @@
+//! Command-line surface of the agent. Only this file knows clap; it produces `RawSettings`
+//! (every value optional, as typed by the user) which `config` merges and validates.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RawSettings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reset-agent",
+    version,
+    about = "reset-peer's in-guest agent: resets a share of new TCP connections to a service",
+    long_about = "Makes TOXICITY percent of new TCP connections to TARGET_SERVICE_PORT (arriving on \
+                  NETWORK_INTERFACE) go through a local proxy that resets them (RST) RESET_TIMEOUT \
+                  ms after the request starts, for TOTAL_CHAOS_DURATION seconds, then removes \
+                  everything. Every flag also reads the environment variable named in capitals."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inject the fault for one window and write the report.
+    Run(RunArgs),
+    /// Check that this host can run the fault; prints every check with the fix.
+    Preflight(FaultArgs),
+    /// Remove anything a previous run could have left behind (idempotent).
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub fault: FaultArgs,
+    /// Write the JSON report here at the end (also on abort).
+    #[arg(long, env = "REPORT", value_name = "PATH")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanupArgs {
+    /// Interface whose tc filters to check [default: ens160].
+    #[arg(long, env = "NETWORK_INTERFACE")]
+    pub network_interface: Option<String>,
+}
+
+/// The fault tunables. No clap defaults here: a value left out falls back to the config file,
+/// then to the documented default (see `config::Defaults`).
+#[derive(Args, Debug)]
+pub struct FaultArgs {
+    /// Service port whose new connections are reset [default: 80].
+    #[arg(long, env = "TARGET_SERVICE_PORT")]
+    pub target_service_port: Option<String>,
+    /// Local port of the resetting proxy [default: 8080].
+    #[arg(long, env = "PROXY_PORT")]
+    pub proxy_port: Option<String>,
+    /// Interface the callers' traffic arrives on [default: ens160].
+    #[arg(long, env = "NETWORK_INTERFACE")]
+    pub network_interface: Option<String>,
+    /// Percent of new connections to reset, 0-100, decimals allowed [default: 100].
+    #[arg(long, env = "TOXICITY", allow_hyphen_values = true)]
+    pub toxicity: Option<String>,
+    /// Milliseconds from the first request byte to the reset [default: 2000].
+    #[arg(long, env = "RESET_TIMEOUT", allow_hyphen_values = true)]
+    pub reset_timeout: Option<String>,
+    /// Seconds the fault is active [default: 30].
+    #[arg(long, env = "TOTAL_CHAOS_DURATION", allow_hyphen_values = true)]
+    pub total_chaos_duration: Option<String>,
+    /// Seconds to wait before and after the window [default: 0].
+    #[arg(long, env = "RAMP_TIME", allow_hyphen_values = true)]
+    pub ramp_time: Option<String>,
+    /// downstream: forward the request, withhold the response; upstream: withhold the request
+    /// [default: downstream].
+    #[arg(long, env = "STREAM")]
+    pub stream: Option<String>,
+    /// random: each flow with probability TOXICITY; exact: exactly floor(n*TOXICITY) of n flows
+    /// [default: random].
+    #[arg(long, env = "SELECTION")]
+    pub selection: Option<String>,
+    /// auto: kernel when eBPF loads, else userspace [default: auto].
+    #[arg(long, env = "MODE")]
+    pub mode: Option<String>,
+    /// A TOML file with the same keys in snake_case (flags and environment win over it).
+    #[arg(long, env = "CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl FaultArgs {
+    pub fn raw(&self) -> RawSettings {
+        RawSettings {
+            target_service_port: self.target_service_port.clone(),
+            proxy_port: self.proxy_port.clone(),
+            network_interface: self.network_interface.clone(),
+            toxicity: self.toxicity.clone(),
+            reset_timeout: self.reset_timeout.clone(),
+            total_chaos_duration: self.total_chaos_duration.clone(),
+            ramp_time: self.ramp_time.clone(),
+            stream: self.stream.clone(),
+            selection: self.selection.clone(),
+            mode: self.mode.clone(),
+        }
+    }
+}

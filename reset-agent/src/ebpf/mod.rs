@@ -1,0 +1,283 @@
+//! The eBPF observer/selector: loads reset-ebpf's tc programs with the run's settings, opens and
+//! closes the window, and reads the kernel's counters and per-flow timestamps.
+//!
+//! Attachments are links (TCX on kernels >= 6.6: they die with the process). On older kernels
+//! aya falls back to netlink clsact filters, which `cleanup` removes by program name.
+use std::net::{IpAddr, SocketAddr};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, tc},
+};
+use reset_common::{
+    CTR_COUNT, Control, FLOW_IN_WINDOW, FLOW_SELECTED, FlowKey, FlowState, GLOBAL_MARK,
+    GLOBAL_SELECTION, GLOBAL_TARGET_PORT, GLOBAL_TOXICITY_PPM, MAP_CONTROL, MAP_COUNTERS,
+    MAP_FLOWS, PROG_EGRESS, PROG_INGRESS, SELECTION_EXACT, SELECTION_RANDOM, STATE_OBSERVE,
+    STATE_WINDOW,
+};
+
+use crate::config::Selection;
+
+/// The eBPF object, built by build.rs (aya-build) and embedded.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reset-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "the embedded eBPF object is empty: this agent was built with AYA_BUILD_SKIP; rebuild it with `cargo xtask dist`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("loading or attaching {program} failed: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0} missing or of the wrong type")]
+    Map(&'static str, #[source] aya::maps::MapError),
+}
+
+/// Settings patched into the programs at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct Globals {
+    pub target_port: u16,
+    pub toxicity_ppm: u32,
+    pub selection: Selection,
+    pub mark: u32,
+}
+
+/// Kernel counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub flows_seen: u64,
+    pub flows_selected: u64,
+    pub syn_retransmits: u64,
+    pub resets_observed: u64,
+    pub resets_other: u64,
+    pub syns_outside_window: u64,
+    pub unparsed: u64,
+}
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Observer {
+    ebpf: Ebpf,
+    interface: String,
+    flows: FlowTable,
+}
+
+/// A shareable handle on the flow map, for the proxy's confirmation lookups.
+#[derive(Clone)]
+pub struct FlowTable(std::sync::Arc<HashMap<MapData, FlowKey, FlowState>>);
+
+impl FlowTable {
+    /// The kernel's record of the flow from `client` to `server`, if any.
+    pub fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Option<FlowState> {
+        self.0.get(&flow_key(client, server), 0).ok()
+    }
+
+    /// Every in-window selected flow with both timestamps: (first byte ns, rst ns).
+    pub fn reset_delays_ns(&self) -> Vec<u64> {
+        let want = FLOW_SELECTED | FLOW_IN_WINDOW;
+        self.0
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & want == want && v.first_byte_ns != 0 && v.rst_ns != 0)
+            .map(|(_, v)| v.rst_ns.saturating_sub(v.first_byte_ns))
+            .collect()
+    }
+}
+
+pub fn flow_key(client: SocketAddr, server: SocketAddr) -> FlowKey {
+    fn bytes(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => FlowKey::mapped_v4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => FlowKey::mapped_v4(v4.octets()),
+                None => v6.octets(),
+            },
+        }
+    }
+    FlowKey {
+        client_addr: bytes(client.ip()),
+        server_addr: bytes(server.ip()),
+        client_port: client.port(),
+        server_port: server.port(),
+    }
+}
+
+impl Observer {
+    /// Loads and attaches both programs in the observe state (window closed).
+    pub fn attach(interface: &str, globals: Globals) -> Result<Observer, EbpfError> {
+        if OBJECT.is_empty() {
+            return Err(EbpfError::NoObject);
+        }
+        let selection = match globals.selection {
+            Selection::Random => SELECTION_RANDOM,
+            Selection::Exact => SELECTION_EXACT,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_TARGET_PORT, &globals.target_port, true)
+            .override_global(GLOBAL_TOXICITY_PPM, &globals.toxicity_ppm, true)
+            .override_global(GLOBAL_SELECTION, &selection, true)
+            .override_global(GLOBAL_MARK, &globals.mark, true)
+            .load(OBJECT)
+            .map_err(EbpfError::Load)?;
+        for (name, attach_type) in [
+            (PROG_INGRESS, TcAttachType::Ingress),
+            (PROG_EGRESS, TcAttachType::Egress),
+        ] {
+            let err = |source| EbpfError::Program {
+                program: name,
+                source,
+            };
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::Program {
+                    program: name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            if crate::host::kernel_version().is_some_and(|v| v < (6, 6)) {
+                // Netlink attachment needs the clsact qdisc; EEXIST is fine.
+                let _ = tc::qdisc_add_clsact(interface);
+            }
+            prog.attach(interface, attach_type).map_err(err)?;
+        }
+        let flows_map = ebpf.take_map(MAP_FLOWS).ok_or(EbpfError::Map(
+            MAP_FLOWS,
+            aya::maps::MapError::InvalidName {
+                name: MAP_FLOWS.into(),
+            },
+        ))?;
+        let flows = HashMap::try_from(flows_map).map_err(|e| EbpfError::Map(MAP_FLOWS, e))?;
+        Ok(Observer {
+            ebpf,
+            interface: interface.to_owned(),
+            flows: FlowTable(std::sync::Arc::new(flows)),
+        })
+    }
+
+    /// Opens (true) or closes (false) the selection window.
+    pub fn set_window(&mut self, open: bool) -> Result<(), EbpfError> {
+        let map = self.ebpf.map_mut(MAP_CONTROL).ok_or(EbpfError::Map(
+            MAP_CONTROL,
+            aya::maps::MapError::InvalidName {
+                name: MAP_CONTROL.into(),
+            },
+        ))?;
+        let mut control: Array<_, Control> =
+            Array::try_from(map).map_err(|e| EbpfError::Map(MAP_CONTROL, e))?;
+        let state = if open { STATE_WINDOW } else { STATE_OBSERVE };
+        control
+            .set(
+                0,
+                Control {
+                    state,
+                    _reserved: 0,
+                },
+                0,
+            )
+            .map_err(|e| EbpfError::Map(MAP_CONTROL, e))
+    }
+
+    pub fn flows(&self) -> FlowTable {
+        self.flows.clone()
+    }
+
+    pub fn counters(&self) -> Result<Counters, EbpfError> {
+        let map = self.ebpf.map(MAP_COUNTERS).ok_or(EbpfError::Map(
+            MAP_COUNTERS,
+            aya::maps::MapError::InvalidName {
+                name: MAP_COUNTERS.into(),
+            },
+        ))?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| EbpfError::Map(MAP_COUNTERS, e))?;
+        let mut sums = [0u64; CTR_COUNT as usize];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let values = arr
+                .get(&(i as u32), 0)
+                .map_err(|e| EbpfError::Map(MAP_COUNTERS, e))?;
+            *sum = values.iter().sum();
+        }
+        Ok(Counters {
+            flows_seen: sums[reset_common::CTR_FLOWS_SEEN as usize],
+            flows_selected: sums[reset_common::CTR_FLOWS_SELECTED as usize],
+            syn_retransmits: sums[reset_common::CTR_SYN_RETRANSMITS as usize],
+            resets_observed: sums[reset_common::CTR_RESETS_OBSERVED as usize],
+            resets_other: sums[reset_common::CTR_RESETS_OTHER as usize],
+            syns_outside_window: sums[reset_common::CTR_SYNS_OUTSIDE_WINDOW as usize],
+            unparsed: sums[reset_common::CTR_UNPARSED as usize],
+        })
+    }
+
+    /// Detaches both programs (by dropping them) and checks none of ours is still attached.
+    pub fn detach(self) -> bool {
+        let interface = self.interface.clone();
+        drop(self.flows);
+        drop(self.ebpf);
+        attached_programs(&interface).is_empty()
+    }
+}
+
+/// Names of our programs attached to `interface` (TCX and netlink), for verification.
+pub fn attached_programs(interface: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+        if let Ok((_, progs)) = SchedClassifier::query_tcx(interface, attach_type) {
+            for p in progs {
+                if let Some(name) = p.name_as_str()
+                    && is_ours(name)
+                {
+                    found.push(name.to_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Kernel program names are truncated to 15 bytes.
+fn is_ours(name: &str) -> bool {
+    [PROG_INGRESS, PROG_EGRESS]
+        .iter()
+        .any(|p| p.starts_with(name) && !name.is_empty())
+}
+
+/// Removes netlink tc filters left by an agent on an old kernel. Returns how many were removed.
+pub fn remove_stale_filters(interface: &str) -> usize {
+    let mut removed = 0;
+    for (attach_type, name) in [
+        (TcAttachType::Ingress, PROG_INGRESS),
+        (TcAttachType::Egress, PROG_EGRESS),
+    ] {
+        if tc::qdisc_detach_program(interface, attach_type, name).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Loads and verifies both programs without attaching them (preflight).
+pub fn probe_load() -> Result<(), String> {
+    if OBJECT.is_empty() {
+        return Err(EbpfError::NoObject.to_string());
+    }
+    let mut ebpf = EbpfLoader::new()
+        .load(OBJECT)
+        .map_err(|e| format!("{e:#}"))?;
+    for name in [PROG_INGRESS, PROG_EGRESS] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing"))?
+            .try_into()
+            .map_err(|e| format!("{e:#}"))?;
+        prog.load().map_err(|e| format!("{name}: {e:#}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! reset-agent: the in-guest half of reset-peer.
+//!
+//! Owns everything that happens inside one Linux host: the nftables redirect (`nft`), the eBPF
+//! selector/observer (`ebpf`), the resetting proxy (`proxy`), the window lifecycle
+//! (`lifecycle`) and the report. Must not: shell out to nft/tc/ip, talk to vCenter, or keep
+//! anything on the host after it exits. Unsafe code lives only in `nft/ffi.rs`.
+//!
+//! Exit codes: 0 window completed, 1 environment error, 2 usage error, 3 aborted by
+//! SIGINT/SIGTERM (report still written), 4 deadline exceeded.
+mod cleanup;
+mod cli;
+mod config;
+mod ebpf;
+mod host;
+mod instance;
+mod lifecycle;
+mod nft;
+mod preflight;
+mod proxy;
+mod report;
+
+use clap::Parser;
+use cli::{Cli, Command, FaultArgs};
+use config::{Config, ConfigError};
+
+fn resolve(args: &FaultArgs) -> Result<Config, ConfigError> {
+    let raw = args.raw();
+    let raw = match &args.config {
+        Some(path) => raw.or(config::read_file(path)?),
+        None => raw,
+    };
+    Config::resolve(raw)
+}
+
+fn usage_error(err: &ConfigError) -> i32 {
+    eprintln!("reset-agent: error: {err:#}");
+    2
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RESET_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let code = match cli.command {
+        Command::Run(args) => match resolve(&args.fault) {
+            Err(e) => usage_error(&e),
+            Ok(cfg) => run(cfg, args.report),
+        },
+        Command::Preflight(args) => match resolve(&args) {
+            Err(e) => usage_error(&e),
+            Ok(cfg) => preflight::run(&cfg),
+        },
+        Command::Cleanup(args) => {
+            let iface = args
+                .network_interface
+                .unwrap_or_else(|| config::DEFAULT_INTERFACE.into());
+            cleanup::command(&iface)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cfg: Config, report: Option<std::path::PathBuf>) -> i32 {
+    raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reset-agent: error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(lifecycle::run(cfg, report)) {
+        Ok(outcome) => {
+            print!("{}", outcome.report.summary());
+            if outcome.report.aborted { 3 } else { 0 }
+        }
+        Err(e) => {
+            eprintln!("reset-agent: error: {e:#}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Held connections cost two descriptors each (caller + service): lift the soft limit to the
+/// hard one so 10k held connections fit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

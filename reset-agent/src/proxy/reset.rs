@@ -1,0 +1,143 @@
+//! What a selected connection gets: held, then reset RESET_TIMEOUT after its first request byte.
+//!
+//! The reset is a zero-linger close (never shutdown() first: that would send FIN), so the
+//! caller's next read fails with ECONNRESET, "Connection reset by peer".
+use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+    time::{Instant, sleep_until},
+};
+use tracing::debug;
+
+use super::{Phase, ProxyConfig, Stats};
+use crate::config::Stream;
+
+const BUF: usize = 16 * 1024;
+
+pub async fn hold_and_reset(
+    mut client: TcpStream,
+    orig: SocketAddr,
+    cfg: &ProxyConfig,
+    stats: &Stats,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut buf = vec![0u8; BUF];
+    // Wait for the first request byte (or abort).
+    let n = tokio::select! {
+        r = client.read(&mut buf) => r,
+        _ = wait_abort(&mut phase) => {
+            reset(client, None, stats, None);
+            return;
+        }
+    };
+    let first_at = Instant::now();
+    let n = match n {
+        Ok(0) | Err(_) => {
+            stats.caller_gone.fetch_add(1, Relaxed);
+            return;
+        }
+        Ok(n) => n,
+    };
+    let deadline = first_at + cfg.reset_timeout;
+    let mut upstream = None;
+    if cfg.stream == Stream::Downstream {
+        match TcpStream::connect(orig).await {
+            Ok(mut up) => {
+                if up.write_all(&buf[..n]).await.is_ok() {
+                    upstream = Some(up);
+                } else {
+                    stats.upstream_failures.fetch_add(1, Relaxed);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, %orig, "service unreachable");
+                stats.upstream_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    let mut discard = vec![0u8; BUF];
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            _ = sleep_until(deadline) => break,
+            _ = wait_abort(&mut phase) => break,
+            r = client.read(&mut buf), if client_open => match r {
+                Ok(0) => client_open = false, // half-closed: keep it until the reset is due
+                Ok(n) => {
+                    if let Some(up) = upstream.as_mut()
+                        && up.write_all(&buf[..n]).await.is_err()
+                    {
+                        stats.upstream_failures.fetch_add(1, Relaxed);
+                        upstream = None;
+                    }
+                }
+                Err(_) => {
+                    stats.caller_gone.fetch_add(1, Relaxed);
+                    return;
+                }
+            },
+            // Downstream: the response is read and withheld.
+            r = read_or_pending(&mut upstream, &mut discard) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    upstream = None;
+                }
+            }
+        }
+    }
+    reset(client, upstream, stats, Some(first_at));
+}
+
+async fn read_or_pending(up: &mut Option<TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match up {
+        Some(s) => s.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_abort(phase: &mut watch::Receiver<Phase>) {
+    loop {
+        if *phase.borrow_and_update() == Phase::Abort {
+            return;
+        }
+        if phase.changed().await.is_err() {
+            // The lifecycle is gone: treat as abort, never hold a connection forever.
+            return;
+        }
+    }
+}
+
+fn reset(client: TcpStream, upstream: Option<TcpStream>, stats: &Stats, first_at: Option<Instant>) {
+    match client.set_zero_linger() {
+        Ok(()) => {
+            drop(client);
+            stats.resets_issued.fetch_add(1, Relaxed);
+            if let Some(t) = first_at {
+                stats.record_delay(t.elapsed());
+            }
+        }
+        Err(e) => {
+            debug!(error = %e, "could not set zero linger; the caller already left");
+            stats.caller_gone.fetch_add(1, Relaxed);
+        }
+    }
+    if let Some(up) = upstream {
+        let _ = up.set_zero_linger();
+    }
+}
+
+/// Userspace mode, unselected: a transparent pass-through to the service.
+pub async fn forward(mut client: TcpStream, orig: SocketAddr, stats: &Stats) {
+    match TcpStream::connect(orig).await {
+        Ok(mut up) => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        }
+        Err(e) => {
+            debug!(error = %e, %orig, "service unreachable");
+            stats.upstream_failures.fetch_add(1, Relaxed);
+            let _ = client.set_zero_linger();
+        }
+    }
+}
