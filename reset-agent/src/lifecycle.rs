@@ -282,20 +282,18 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
         }
     }
 
-    // 1. Stop selecting, remove the redirect.
+    // 1. Stop selecting and redirecting new connections; the nat chain stays so the held
+    //    connections' packets are still translated until they are reset.
     if let Some(o) = observer.as_mut()
         && let Err(e) = o.set_window(false)
     {
-        report
-            .errors
-            .push(format!("closing the window failed: {e:#}"));
+        report.errors.push(format!("closing the window failed: {e:#}"));
     }
     report.ended_at = now_rfc3339();
-    match redirect.remove() {
-        Ok(()) => report.cleanup.nft_table_removed = true,
-        Err(e) => report
-            .errors
-            .push(format!("removing the nftables table failed: {e:#}")),
+    let mut redirect = redirect;
+    match redirect.stop_redirecting() {
+        Ok(()) => info!("window closed: no new connections are redirected"),
+        Err(e) => report.errors.push(format!("stopping the redirect failed: {e:#}")),
     }
     // 2. Let held connections reach their reset (or reset them now on abort).
     if aborted {
@@ -318,7 +316,14 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
         Err(_) => report.errors.push("proxy did not stop within 5 s".into()),
     }
 
-    // 3. Read the kernel's view, then detach.
+    // 3. Remove the table, read the kernel's view, then detach.
+    match redirect.remove() {
+        Ok(()) => {
+            info!("nftables table removed");
+            report.cleanup.nft_table_removed = true;
+        }
+        Err(e) => report.errors.push(format!("removing the nftables table failed: {e:#}")),
+    }
     report.aborted = aborted;
     fill_from_stats(&mut report, &stats);
     if let Some(o) = observer.take() {

@@ -11,7 +11,7 @@ use std::{ffi::CString, io};
 use nftnl::{
     Batch, Chain, FinalizedBatch, MsgType, ProtoFamily, Rule, Table,
     expr::{
-        Cmp, CmpOp, Immediate, InterfaceName, Meta, Payload, Register, TcpHeaderField,
+        Cmp, CmpOp, Conntrack, Immediate, InterfaceName, Meta, Payload, Register, TcpHeaderField,
         TransportHeaderField,
     },
     nftnl_sys::libc,
@@ -25,6 +25,8 @@ pub const TABLE_NAME: &str = "reset_peer";
 const CHAIN_NAME: &str = "prerouting";
 /// Just before the usual dstnat priority (-100), so our redirect wins over service DNAT.
 const CHAIN_PRIORITY: i32 = -110;
+/// Compared against by the drain-time keep-alive rule; any value works, the rule has no effect.
+const KEEPALIVE_CT_MARK: u32 = 0x7273_7470;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -102,6 +104,29 @@ impl Redirect {
             return Err(NftError::ReadBack("the table has no chain"));
         }
         Ok(this)
+    }
+
+    /// Stops redirecting new connections while connections already redirected keep their NAT.
+    ///
+    /// Held connections must still be translated when the proxy resets them, or the RST leaves
+    /// from PROXY_PORT and the caller never sees it. Translation needs the nat chain and
+    /// conntrack; conntrack hooks are only registered while some expression holds a reference
+    /// (the `redir` does), so deleting the last redirect would unregister them. Hence one batch:
+    /// flush the chain and add a match-only `ct mark == MARK` rule (no statement, no effect)
+    /// whose reference is taken before the redirect's is dropped. `remove` deletes it all.
+    pub fn stop_redirecting(&mut self) -> Result<(), NftError> {
+        let name = table_name();
+        let shadow = Table::new(&name, ProtoFamily::Inet);
+        let chain = Chain::new(CString::new(CHAIN_NAME).expect("no NUL"), &shadow);
+        // A DELRULE without a handle deletes every rule of the chain (`nft flush chain`).
+        let flush = Rule::new(&chain);
+        let mut keep_conntrack = Rule::new(&chain);
+        keep_conntrack.add_expr(&Conntrack::Mark { set: false });
+        keep_conntrack.add_expr(&Cmp::new(CmpOp::Eq, KEEPALIVE_CT_MARK));
+        let mut batch = Batch::new();
+        batch.add(&flush, MsgType::Del);
+        batch.add(&keep_conntrack, MsgType::Add);
+        self.send(batch.finalize(), "stop redirecting")
     }
 
     /// Deletes the table through the owning socket and checks it is gone.

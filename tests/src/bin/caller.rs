@@ -1,0 +1,209 @@
+//! A real HTTP/1.1 caller for the lab: one new TCP connection per attempt, `Connection: close`.
+//! Naive (`--retries 0`): one attempt per request. Retrying: bounded retries with exponential
+//! backoff, as a well-behaved client does. Prints a JSON summary on stdout; with
+//! `--progress-ms` also a JSON progress line on stderr at that interval.
+//!
+//! An attempt that fails with ECONNRESET ("Connection reset by peer") counts as a reset;
+//! anything else that is not a 200 counts as another error. Load is bounded by `--requests`
+//! and `--duration-s`.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::ErrorKind,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Semaphore,
+};
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// http://ADDR:PORT/PATH (IPv6 as [ADDR])
+    #[arg(long)]
+    url: String,
+    /// Upper bound on requests.
+    #[arg(long, default_value_t = 100)]
+    requests: u64,
+    /// Stop starting requests after this many seconds (0: no time bound besides --requests).
+    #[arg(long, default_value_t = 0.0)]
+    duration_s: f64,
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Retries after a failed attempt (0: naive caller).
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// First backoff; doubled per retry, capped at 2 s.
+    #[arg(long, default_value_t = 50)]
+    backoff_ms: u64,
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Pause between requests of one worker (pacing).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// Append /N to the path so every request is distinguishable.
+    #[arg(long)]
+    unique_paths: bool,
+    #[arg(long, default_value_t = 0)]
+    progress_ms: u64,
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    attempts: AtomicU64,
+    resets: AtomicU64,
+    other_errors: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+    reset_after_us: Mutex<Vec<u64>>,
+}
+
+enum Attempt {
+    Ok,
+    Reset(Duration),
+    Other,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    let has_port = if hostport.starts_with('[') { hostport.contains("]:") } else { hostport.contains(':') };
+    let with_port = if has_port { hostport.to_owned() } else { format!("{hostport}:80") };
+    let addr: SocketAddr = with_port.parse()?;
+    Ok((addr, hostport.to_owned(), path))
+}
+
+async fn attempt(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Attempt {
+    let start = Instant::now();
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: reset-peer-caller\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await?;
+        Ok::<_, std::io::Error>(resp)
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(resp)) if resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.0 200") => Attempt::Ok,
+        Ok(Ok(_)) => Attempt::Other,
+        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => Attempt::Reset(start.elapsed()),
+        Ok(Err(_)) | Err(_) => Attempt::Other,
+    }
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i] as f64 / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (addr, host, path) = parse_url(&args.url)?;
+    let totals = Arc::new(Totals::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = (args.duration_s > 0.0).then(|| started + Duration::from_secs_f64(args.duration_s));
+    let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut workers = Vec::new();
+    if args.progress_ms > 0 {
+        let t = totals.clone();
+        let every = Duration::from_millis(args.progress_ms);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                eprintln!(
+                    "{}",
+                    json!({"progress": {"elapsed_s": started.elapsed().as_secs_f64(), "requests": t.requests.load(Relaxed),
+                        "succeeded": t.succeeded.load(Relaxed), "resets": t.resets.load(Relaxed),
+                        "other_errors": t.other_errors.load(Relaxed)}})
+                );
+            }
+        });
+    }
+    for _ in 0..args.concurrency.max(1) {
+        let (args, totals, next, sem, host, path) = (args.clone(), totals.clone(), next.clone(), sem.clone(), host.clone(), path.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Relaxed);
+                if n >= args.requests || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return;
+                }
+                let _permit = sem.acquire().await;
+                let p = if args.unique_paths { format!("{}/{n}", path.trim_end_matches('/')) } else { path.clone() };
+                let t0 = Instant::now();
+                totals.requests.fetch_add(1, Relaxed);
+                let mut ok = false;
+                for try_no in 0..=args.retries {
+                    totals.attempts.fetch_add(1, Relaxed);
+                    match attempt(addr, &host, &p, Duration::from_millis(args.timeout_ms)).await {
+                        Attempt::Ok => {
+                            ok = true;
+                            break;
+                        }
+                        Attempt::Reset(after) => {
+                            totals.resets.fetch_add(1, Relaxed);
+                            totals.reset_after_us.lock().unwrap_or_else(|e| e.into_inner()).push(after.as_micros() as u64);
+                        }
+                        Attempt::Other => {
+                            totals.other_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                    if try_no < args.retries {
+                        let backoff = (args.backoff_ms << try_no.min(10)).min(2000);
+                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    }
+                }
+                if ok {
+                    totals.succeeded.fetch_add(1, Relaxed);
+                } else {
+                    totals.failed.fetch_add(1, Relaxed);
+                }
+                totals.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).push(t0.elapsed().as_micros() as u64);
+                if args.interval_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let mut lat = totals.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut ra = totals.reset_after_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let requests = totals.requests.load(Relaxed);
+    let succeeded = totals.succeeded.load(Relaxed);
+    let summary = json!({
+        "requests": requests,
+        "succeeded": succeeded,
+        "failed": totals.failed.load(Relaxed),
+        "attempts": totals.attempts.load(Relaxed),
+        "resets": totals.resets.load(Relaxed),
+        "other_errors": totals.other_errors.load(Relaxed),
+        "success_percent": if requests > 0 { 100.0 * succeeded as f64 / requests as f64 } else { 0.0 },
+        "latency_ms": {"p50": pct(&mut lat, 0.5), "p99": pct(&mut lat, 0.99), "max": pct(&mut lat, 1.0)},
+        "reset_after_ms": {"min": if ra.is_empty() { 0.0 } else { pct(&mut ra, 0.0) }, "p50": pct(&mut ra, 0.5), "max": pct(&mut ra, 1.0)},
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    println!("{summary}");
+    Ok(())
+}

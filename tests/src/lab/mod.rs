@@ -1,0 +1,49 @@
+//! Test hosts as network namespaces. A `Lab` is one VM (interface `ens160`, 198.18.0.2/24 and
+//! 2001:db8::2/64) and one caller (198.18.0.1, 2001:db8::1) joined by a veth pair. Each lab's
+//! namespaces are private, so labs in parallel tests may reuse the same addresses.
+mod netns;
+
+pub use netns::Netns;
+
+use std::process::Command;
+
+pub const VM_V4: &str = "198.18.0.2";
+pub const CALLER_V4: &str = "198.18.0.1";
+pub const VM_V6: &str = "2001:db8::2";
+pub const CALLER_V6: &str = "2001:db8::1";
+
+pub struct Lab {
+    pub caller: Netns,
+    pub vm: Netns,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let vm = Netns::new("rpvm");
+        let caller = Netns::new("rpcl");
+        run_ip(&["link", "add", "ens160", "netns", vm.name(), "type", "veth", "peer", "name", "eth0", "netns", caller.name()]);
+        vm.ip(&["addr", "add", &format!("{VM_V4}/24"), "dev", "ens160"]);
+        vm.ip(&["addr", "add", &format!("{VM_V6}/64"), "dev", "ens160", "nodad"]);
+        caller.ip(&["addr", "add", &format!("{CALLER_V4}/24"), "dev", "eth0"]);
+        caller.ip(&["addr", "add", &format!("{CALLER_V6}/64"), "dev", "eth0", "nodad"]);
+        vm.ip(&["link", "set", "ens160", "up"]);
+        caller.ip(&["link", "set", "eth0", "up"]);
+        Lab { caller, vm }
+    }
+
+    /// `http://198.18.0.2:PORT/PATH` or the IPv6 form.
+    pub fn url(&self, v6: bool, port: u16, path: &str) -> String {
+        if v6 { format!("http://[{VM_V6}]:{port}{path}") } else { format!("http://{VM_V4}:{port}{path}") }
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub(crate) fn run_ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}

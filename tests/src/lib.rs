@@ -1,0 +1,52 @@
+//! The end-to-end harness: network-namespace "VMs" and callers (`lab`), the agent and other
+//! processes run inside them (`proc`), and helpers that read what callers saw.
+//!
+//! Must not: touch anything outside the namespaces it creates, use addresses other than
+//! loopback, 198.18.0.0/15 and 2001:db8::/32, or leave a namespace or process behind (every
+//! resource is an RAII guard that cleans up on drop, including when a test panics).
+#![forbid(unsafe_code)]
+
+pub mod lab;
+pub mod proc;
+
+use std::path::PathBuf;
+
+/// Directory holding the workspace's built binaries (target/debug or target/release), found
+/// from the running test executable (target/<profile>/deps/<test>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// Path of a workspace binary; panics with the command to build it when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// Whether this process may create network namespaces. The e2e tests need root; they fail
+/// (not skip) without it, unless RESET_PEER_SKIP_PRIVILEGED=1 is set, and then say so loudly.
+pub fn require_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    if std::env::var_os("RESET_PEER_SKIP_PRIVILEGED").is_some() {
+        eprintln!("SKIPPED: this end-to-end test needs root (network namespaces, nftables, eBPF); RESET_PEER_SKIP_PRIVILEGED is set");
+        return false;
+    }
+    panic!("this end-to-end test needs root (network namespaces, nftables, eBPF): run `sudo cargo xtask test`, or set RESET_PEER_SKIP_PRIVILEGED=1 to skip it");
+}

@@ -1,0 +1,227 @@
+//! Processes the tests run inside lab namespaces: the agent, the target service, callers.
+//! Each is a guard that kills its process on drop. Readiness is a line the process prints,
+//! never a sleep.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::lab::Netns;
+
+/// Reads a child's stream line by line into a shared buffer, signalling lines that contain
+/// `ready` on a channel.
+fn pump(stream: impl std::io::Read + Send + 'static, ready: Option<&'static str>) -> (Arc<Mutex<String>>, mpsc::Receiver<()>) {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if ready.is_some_and(|r| line.contains(r)) {
+                let _ = tx.send(());
+            }
+            let mut g = b.lock().unwrap_or_else(|e| e.into_inner());
+            g.push_str(&line);
+            g.push('\n');
+        }
+    });
+    (buf, rx)
+}
+
+/// A reset-agent run inside a VM namespace.
+pub struct Agent {
+    child: Option<Child>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    ready: mpsc::Receiver<()>,
+    pub report_path: PathBuf,
+}
+
+/// How an agent run ended.
+#[derive(Debug)]
+pub struct AgentRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: Option<Value>,
+}
+
+impl AgentRun {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+    pub fn report(&self) -> &Value {
+        self.report.as_ref().unwrap_or_else(|| panic!("no report; stderr:\n{}", self.stderr))
+    }
+    pub fn u64(&self, field: &str) -> u64 {
+        self.report()[field].as_u64().unwrap_or_else(|| panic!("report field {field} missing: {}", self.report()))
+    }
+}
+
+impl Agent {
+    /// Starts `reset-agent run ARGS --report <tmp>` in `vm`.
+    pub fn spawn(vm: &Netns, args: &[&str]) -> Agent {
+        let report_path = std::env::temp_dir().join(format!("{}-report.json", vm.name()));
+        let _ = std::fs::remove_file(&report_path);
+        let mut child = vm
+            .command(crate::bin("reset-agent"))
+            .arg("run")
+            .args(args)
+            .arg("--report")
+            .arg(&report_path)
+            .env("RESET_AGENT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn reset-agent");
+        let (stdout, _) = pump(child.stdout.take().expect("stdout"), None);
+        let (stderr, ready) = pump(child.stderr.take().expect("stderr"), Some("fault active"));
+        Agent { child: Some(child), stdout, stderr, ready, report_path }
+    }
+
+    /// Starts the agent and waits until its fault is active.
+    pub fn start(vm: &Netns, args: &[&str]) -> Agent {
+        let mut a = Agent::spawn(vm, args);
+        a.wait_active();
+        a
+    }
+
+    pub fn wait_active(&mut self) {
+        if self.ready.recv_timeout(Duration::from_secs(20)).is_err() {
+            let run = self.finish_within(Duration::from_secs(1));
+            panic!("agent did not become active: {run:?}");
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal to the agent (the `ip netns exec` wrapper execs, so the pid is the agent's).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
+        assert!(st.success());
+    }
+
+    /// Waits for exit (killing it after `limit`) and collects output and report.
+    pub fn finish_within(&mut self, limit: Duration) -> AgentRun {
+        let mut child = self.child.take().expect("not finished yet");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                break child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the pump threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(50));
+        let report = std::fs::read_to_string(&self.report_path).ok().and_then(|s| serde_json::from_str(&s).ok());
+        let _ = std::fs::remove_file(&self.report_path);
+        AgentRun {
+            status,
+            stdout: self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            stderr: self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            report,
+        }
+    }
+
+    pub fn finish(&mut self) -> AgentRun {
+        self.finish_within(Duration::from_secs(60))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `reset-agent ARGS` to completion in `vm` (for bad-input and cleanup tests).
+pub fn agent_once(vm: &Netns, args: &[&str]) -> std::process::Output {
+    vm.command(crate::bin("reset-agent")).args(args).stdin(Stdio::null()).output().expect("run reset-agent")
+}
+
+/// The sample HTTP service (tests/src/bin/target-service.rs) inside a namespace.
+pub struct Service {
+    child: Child,
+    pub log: Option<PathBuf>,
+}
+
+impl Service {
+    pub fn start(ns: &Netns, port: u16, log: Option<&Path>) -> Service {
+        let mut cmd = ns.command(crate::bin("target-service"));
+        cmd.args(["--port", &port.to_string()]);
+        if let Some(l) = log {
+            cmd.arg("--log").arg(l);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn target-service");
+        let (_, ready) = pump(child.stdout.take().expect("stdout"), Some("listening"));
+        ready.recv_timeout(Duration::from_secs(10)).expect("target-service did not start");
+        Service { child, log: log.map(Path::to_path_buf) }
+    }
+
+    /// Request paths the service has seen.
+    pub fn seen(&self) -> Vec<String> {
+        let Some(l) = &self.log else { return Vec::new() };
+        std::fs::read_to_string(l).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(l) = &self.log {
+            let _ = std::fs::remove_file(l);
+        }
+    }
+}
+
+/// What curl saw.
+#[derive(Debug, Clone)]
+pub struct Curl {
+    pub exit: i32,
+    pub http_code: String,
+    pub time_ms: f64,
+    pub stderr: String,
+}
+
+/// One curl request from `ns` (`-sS`, so the error text is kept).
+pub fn curl(ns: &Netns, url: &str) -> Curl {
+    let out = ns.output("curl", &["-sS", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code} %{time_total}", url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = text.split_whitespace();
+    let http_code = it.next().unwrap_or("").to_owned();
+    let time_ms = it.next().and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NAN) * 1000.0;
+    Curl {
+        exit: out.status.code().unwrap_or(-1),
+        http_code,
+        time_ms,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs the caller binary (tests/src/bin/caller.rs) in `ns` and returns its JSON summary.
+pub fn caller(ns: &Netns, url: &str, args: &[&str]) -> Value {
+    let out = ns
+        .command(crate::bin("caller"))
+        .args(["--url", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run caller");
+    assert!(out.status.success(), "caller failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("caller JSON")
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask setup`: makes a fresh Debian machine able to build, test and demo reset-peer.
+//! Every step checks first and does nothing when already satisfied, so it is cheap to run
+//! before every `test` and `demo`.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context, bail};
+
+use crate::sh;
+
+/// Debian packages: build (C libraries for nftnl/mnl), lab (iproute2, nftables, bpftool),
+/// callers and peers (curl, wrk, haproxy), the govmomi simulator (golang), pyvmomi (python3-pip).
+pub const APT_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "libnftnl-dev",
+    "libmnl-dev",
+    "nftables",
+    "iproute2",
+    "bpftool",
+    "curl",
+    "wrk",
+    "haproxy",
+    "util-linux",
+    "golang-go",
+    "golang-github-vmware-govmomi-dev",
+    "python3",
+];
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The nightly that builds reset-ebpf (its LLVM must match bpf-linker's: LLVM 23).
+pub fn nightly() -> anyhow::Result<String> {
+    let path = sh::root().join("reset-ebpf/nightly-toolchain");
+    Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_owned())
+}
+
+pub fn run() -> anyhow::Result<()> {
+    apt()?;
+    rust_components()?;
+    let nightly = nightly()?;
+    nightly_toolchain(&nightly)?;
+    bpf_linker(&nightly)?;
+    pyvmomi()?;
+    eprintln!("setup: everything is in place");
+    Ok(())
+}
+
+fn apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            sh::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages present");
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo", "-n"] };
+    let apt = |args: &[&str]| {
+        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            c.args(&sudo[1..]).arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    sh::run(&mut apt(&["update", "-qq"]))?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    sh::run(&mut install)
+}
+
+fn is_root() -> bool {
+    sh::output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+fn rust_components() -> anyhow::Result<()> {
+    let installed = sh::output(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    for comp in ["clippy", "rustfmt"] {
+        if !installed.lines().any(|l| l.starts_with(comp)) {
+            sh::run(Command::new("rustup").args(["component", "add", comp]))?;
+        }
+    }
+    Ok(())
+}
+
+fn sysroot(toolchain: &str) -> Option<PathBuf> {
+    sh::output(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]).env("RUSTUP_AUTO_INSTALL", "0"))
+        .map(|s| PathBuf::from(s.trim()))
+}
+
+fn nightly_toolchain(nightly: &str) -> anyhow::Result<()> {
+    let has_src = sysroot(nightly).is_some_and(|s| s.join("lib/rustlib/src/rust/library/core").exists());
+    if has_src {
+        eprintln!("setup: {nightly} with rust-src present");
+        return Ok(());
+    }
+    sh::run(Command::new("rustup").args(["toolchain", "install", nightly, "--profile", "minimal", "--component", "rust-src"]))
+}
+
+/// bpf-linker links the nightly's libLLVM dynamically: build it against that library (an
+/// LLVM_PREFIX whose lib/libLLVM.so points at it) with an rpath, so it runs without
+/// LD_LIBRARY_PATH.
+fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
+    let works = sh::output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if works {
+        eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    let sysroot = sysroot(nightly).context("the pinned nightly is not installed")?;
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+        .with_context(|| format!("no libLLVM in {}", lib.display()))?;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let prefix = PathBuf::from(home).join(".cache/reset-peer").join(format!("llvm-{nightly}"));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+    let mut cmd = sh::cargo();
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+        .env("LLVM_PREFIX", &prefix)
+        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", lib.display()));
+    sh::run(&mut cmd)?;
+    if !sh::ok(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker was installed but does not start; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+fn pyvmomi() -> anyhow::Result<()> {
+    if sh::ok(Command::new("python3").args(["-c", "import pyVmomi"])) {
+        eprintln!("setup: pyvmomi present");
+        return Ok(());
+    }
+    let base = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pyvmomi"];
+    if sh::ok(Command::new("python3").args(base)) {
+        return Ok(());
+    }
+    // Debian's system python refuses pip installs without this flag (PEP 668).
+    sh::run(Command::new("python3").args(base).arg("--break-system-packages"))
+}
