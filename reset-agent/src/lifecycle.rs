@@ -176,6 +176,10 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
         return Ok(Outcome { report });
     }
 
+    // Unselected flows skip conntrack when nothing else in this namespace relies on it.
+    let untrack =
+        cfg.mode != ModeRequest::Userspace && matches!(nft::conntrack_used_by_others(), Ok(false));
+
     // Observer first (window closed), then the redirect, then open the window.
     let mut observer = match cfg.mode {
         ModeRequest::Userspace => {
@@ -192,6 +196,7 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
                         toxicity_ppm: cfg.toxicity.ppm(),
                         selection: cfg.selection,
                         mark: MARK,
+                        mark_all: untrack,
                     },
                 )
                 .map_err(|e| format!("{e:#}")),
@@ -218,7 +223,9 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
         target_port: cfg.target_port,
         proxy_port: cfg.proxy_port,
         mark: kernel.then_some(MARK),
+        untrack_unselected: kernel && untrack,
     };
+    report.unselected_untracked = spec.untrack_unselected;
     let redirect = match Redirect::install(&spec) {
         Ok(r) => r,
         Err(e) => {
@@ -287,13 +294,17 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
     if let Some(o) = observer.as_mut()
         && let Err(e) = o.set_window(false)
     {
-        report.errors.push(format!("closing the window failed: {e:#}"));
+        report
+            .errors
+            .push(format!("closing the window failed: {e:#}"));
     }
     report.ended_at = now_rfc3339();
     let mut redirect = redirect;
     match redirect.stop_redirecting() {
         Ok(()) => info!("window closed: no new connections are redirected"),
-        Err(e) => report.errors.push(format!("stopping the redirect failed: {e:#}")),
+        Err(e) => report
+            .errors
+            .push(format!("stopping the redirect failed: {e:#}")),
     }
     // 2. Let held connections reach their reset (or reset them now on abort).
     if aborted {
@@ -322,7 +333,9 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
             info!("nftables table removed");
             report.cleanup.nft_table_removed = true;
         }
-        Err(e) => report.errors.push(format!("removing the nftables table failed: {e:#}")),
+        Err(e) => report
+            .errors
+            .push(format!("removing the nftables table failed: {e:#}")),
     }
     report.aborted = aborted;
     fill_from_stats(&mut report, &stats);

@@ -84,6 +84,8 @@ pub struct Report {
     pub upstream_failures: u64,
     pub callers_gone_early: u64,
     pub nft_table_owned: bool,
+    /// Unselected flows were exempted from conntrack (nothing else in the namespace used it).
+    pub unselected_untracked: bool,
     pub cleanup: CleanupReport,
     pub errors: Vec<String>,
 }
@@ -122,6 +124,7 @@ impl Report {
             upstream_failures: 0,
             callers_gone_early: 0,
             nft_table_owned: false,
+            unselected_untracked: false,
             cleanup: CleanupReport::default(),
             errors: Vec::new(),
         }

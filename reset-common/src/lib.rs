@@ -32,6 +32,10 @@ pub const GLOBAL_TOXICITY_PPM: &str = "TOXICITY_PPM";
 pub const GLOBAL_SELECTION: &str = "SELECTION";
 /// Load-time global: the `skb->mark` value given to selected SYNs (matched by the nft rule).
 pub const GLOBAL_MARK: &str = "MARK";
+/// Load-time global: 1 to mark every ingress packet of a selected flow, not just its SYN.
+/// Needed when unselected flows are exempted from conntrack (nft `notrack` on unmarked
+/// packets): a selected flow's later packets must stay tracked for NAT.
+pub const GLOBAL_MARK_ALL: &str = "MARK_ALL";
 
 pub const SELECTION_RANDOM: u32 = 0;
 pub const SELECTION_EXACT: u32 = 1;

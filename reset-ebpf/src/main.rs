@@ -41,6 +41,8 @@ static TOXICITY_PPM: u32 = 0;
 static SELECTION: u32 = 0;
 #[unsafe(no_mangle)]
 static MARK: u32 = 0;
+#[unsafe(no_mangle)]
+static MARK_ALL: u32 = 0;
 
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOW_MAP_ENTRIES, 0);
@@ -107,7 +109,7 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
     let key = seg.flow_key();
 
     if seg.is_syn() {
-        if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+        if let Some(flow) = FLOWS.get_ptr_mut(key) {
             // SAFETY: a valid pointer into the map value; fields are plain integers.
             let flow = unsafe { &mut *flow };
             if flow.isn == seg.seq {
@@ -123,7 +125,7 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
         if !window_open() {
             bump(CTR_SYNS_OUTSIDE_WINDOW);
             // Forget any stale verdict, so a reused 4-tuple cannot inherit it.
-            let _ = FLOWS.remove(&key);
+            let _ = FLOWS.remove(key);
             return Ok(TC_NEXT);
         }
         bump(CTR_FLOWS_SEEN);
@@ -139,7 +141,7 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
             first_byte_ns: 0,
             rst_ns: 0,
         };
-        if FLOWS.insert(&key, &state, 0).is_err() {
+        if FLOWS.insert(key, state, 0).is_err() {
             // Without the map entry the proxy cannot confirm the flow: leave it unselected.
             bump(CTR_UNPARSED);
             return Ok(TC_NEXT);
@@ -151,13 +153,19 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(TC_NEXT);
     }
 
-    if seg.payload_len > 0
-        && let Some(flow) = FLOWS.get_ptr_mut(&key)
+    let mark_all = global(&MARK_ALL) != 0;
+    if (seg.payload_len > 0 || mark_all)
+        && let Some(flow) = FLOWS.get_ptr_mut(key)
     {
         // SAFETY: a valid pointer into the map value.
         let flow = unsafe { &mut *flow };
-        if flow.flags & FLOW_SELECTED != 0 && flow.first_byte_ns == 0 {
-            flow.first_byte_ns = now_ns();
+        if flow.flags & FLOW_SELECTED != 0 {
+            if mark_all {
+                ctx.set_mark(global(&MARK));
+            }
+            if seg.payload_len > 0 && flow.first_byte_ns == 0 {
+                flow.first_byte_ns = now_ns();
+            }
         }
     }
     Ok(TC_NEXT)
@@ -217,7 +225,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(TC_NEXT);
     }
     let key = seg.flow_key();
-    match FLOWS.get_ptr_mut(&key) {
+    match FLOWS.get_ptr_mut(key) {
         Some(flow) => {
             // SAFETY: a valid pointer into the map value.
             let flow = unsafe { &mut *flow };

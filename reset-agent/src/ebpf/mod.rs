@@ -12,9 +12,9 @@ use aya::{
 };
 use reset_common::{
     CTR_COUNT, Control, FLOW_IN_WINDOW, FLOW_SELECTED, FlowKey, FlowState, GLOBAL_MARK,
-    GLOBAL_SELECTION, GLOBAL_TARGET_PORT, GLOBAL_TOXICITY_PPM, MAP_CONTROL, MAP_COUNTERS,
-    MAP_FLOWS, PROG_EGRESS, PROG_INGRESS, SELECTION_EXACT, SELECTION_RANDOM, STATE_OBSERVE,
-    STATE_WINDOW,
+    GLOBAL_MARK_ALL, GLOBAL_SELECTION, GLOBAL_TARGET_PORT, GLOBAL_TOXICITY_PPM, MAP_CONTROL,
+    MAP_COUNTERS, MAP_FLOWS, PROG_EGRESS, PROG_INGRESS, SELECTION_EXACT, SELECTION_RANDOM,
+    STATE_OBSERVE, STATE_WINDOW,
 };
 
 use crate::config::Selection;
@@ -47,6 +47,8 @@ pub struct Globals {
     pub toxicity_ppm: u32,
     pub selection: Selection,
     pub mark: u32,
+    /// Mark every packet of a selected flow (see `GLOBAL_MARK_ALL`).
+    pub mark_all: bool,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -118,11 +120,13 @@ impl Observer {
             Selection::Random => SELECTION_RANDOM,
             Selection::Exact => SELECTION_EXACT,
         };
+        let mark_all = u32::from(globals.mark_all);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_TARGET_PORT, &globals.target_port, true)
             .override_global(GLOBAL_TOXICITY_PPM, &globals.toxicity_ppm, true)
             .override_global(GLOBAL_SELECTION, &selection, true)
             .override_global(GLOBAL_MARK, &globals.mark, true)
+            .override_global(GLOBAL_MARK_ALL, &mark_all, true)
             .load(OBJECT)
             .map_err(EbpfError::Load)?;
         for (name, attach_type) in [

@@ -92,6 +92,17 @@ impl Expression for Redirect {
     }
 }
 
+/// `notrack`: exempts the packet from connection tracking (nft_notrack, no attributes).
+pub struct Notrack;
+
+impl Expression for Notrack {
+    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<sys::nftnl_expr> {
+        // SAFETY: "notrack" is a NUL-terminated expression name known to libnftnl.
+        ptr::NonNull::new(unsafe { sys::nftnl_expr_alloc(c"notrack".as_ptr()) })
+            .expect("nftnl_expr_alloc(notrack): out of memory")
+    }
+}
+
 /// A table as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {

@@ -18,11 +18,15 @@ use nftnl::{
 };
 
 pub use ffi::TableInfo;
-use ffi::{AlignedBuf, FlaggedTable, NFT_TABLE_F_OWNER, Redirect as RedirExpr};
+use ffi::{AlignedBuf, FlaggedTable, NFT_TABLE_F_OWNER, Notrack, Redirect as RedirExpr};
 
 /// The table every run uses; `nft list table inet reset_peer` shows it during a window.
 pub const TABLE_NAME: &str = "reset_peer";
 const CHAIN_NAME: &str = "prerouting";
+const RAW_IN: &str = "untrack_in";
+const RAW_OUT: &str = "untrack_out";
+/// Before conntrack (-200): the raw priority.
+const RAW_PRIORITY: i32 = -300;
 /// Just before the usual dstnat priority (-100), so our redirect wins over service DNAT.
 const CHAIN_PRIORITY: i32 = -110;
 /// Compared against by the drain-time keep-alive rule; any value works, the rule has no effect.
@@ -57,6 +61,10 @@ pub struct RedirectSpec {
     /// Kernel mode: only packets with this mark (set by the tc program on selected SYNs).
     /// Userspace mode: `None`, all target traffic.
     pub mark: Option<u32>,
+    /// Kernel mode only, and only when nothing else in the namespace uses conntrack: exempt
+    /// unselected flows (unmarked packets) from conntrack, so the nat chain costs them
+    /// nothing. Requires the tc program to mark every packet of a selected flow.
+    pub untrack_unselected: bool,
 }
 
 /// A live redirect. Dropping it closes the socket, and the kernel removes an owned table.
@@ -187,7 +195,59 @@ fn build(spec: &RedirectSpec, table_flags: u32, _seq: u32) -> FinalizedBatch {
     batch.add(&table_msg, MsgType::Add);
     batch.add(&chain, MsgType::Add);
     batch.add(&rule, MsgType::Add);
+
+    // Unselected flows skip conntrack: unmarked packets to the port on the way in, and the
+    // service's packets from the port on the way out (selected flows' replies leave the proxy
+    // from PROXY_PORT and are translated after this hook, so they stay tracked).
+    let mut raw_in = Chain::new(CString::new(RAW_IN).expect("no NUL"), &shadow);
+    raw_in.set_hook(nftnl::Hook::PreRouting, RAW_PRIORITY);
+    raw_in.set_type(nftnl::ChainType::Filter);
+    let mut raw_out = Chain::new(CString::new(RAW_OUT).expect("no NUL"), &shadow);
+    raw_out.set_hook(nftnl::Hook::Out, RAW_PRIORITY);
+    raw_out.set_type(nftnl::ChainType::Filter);
+    let mut untrack_in = Rule::new(&raw_in);
+    let mut untrack_out = Rule::new(&raw_out);
+    if let (Some(mark), true) = (spec.mark, spec.untrack_unselected) {
+        let iface = CString::new(spec.interface.as_str()).expect("validated: no NUL");
+        untrack_in.add_expr(&Meta::IifName);
+        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, InterfaceName::Exact(iface.clone())));
+        untrack_in.add_expr(&Meta::Mark { set: false });
+        untrack_in.add_expr(&Cmp::new(CmpOp::Neq, mark));
+        untrack_in.add_expr(&Meta::L4Proto);
+        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
+        untrack_in.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
+            TcpHeaderField::Dport,
+        )));
+        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, spec.target_port.to_be()));
+        untrack_in.add_expr(&Notrack);
+        untrack_out.add_expr(&Meta::OifName);
+        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, InterfaceName::Exact(iface)));
+        untrack_out.add_expr(&Meta::L4Proto);
+        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
+        untrack_out.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
+            TcpHeaderField::Sport,
+        )));
+        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, spec.target_port.to_be()));
+        untrack_out.add_expr(&Notrack);
+        batch.add(&raw_in, MsgType::Add);
+        batch.add(&untrack_in, MsgType::Add);
+        batch.add(&raw_out, MsgType::Add);
+        batch.add(&untrack_out, MsgType::Add);
+    }
     batch.finalize()
+}
+
+/// Whether anything besides us uses conntrack in this network namespace: any other nftables
+/// table (iptables-nft included) or legacy iptables tables. When nothing does, exempting
+/// unselected flows from conntrack cannot change anyone's `ct state` matches.
+pub fn conntrack_used_by_others() -> Result<bool, NftError> {
+    let others = list_tables()?
+        .iter()
+        .any(|t| t.name.as_bytes() != TABLE_NAME.as_bytes());
+    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| !s.trim().is_empty()));
+    Ok(others || legacy)
 }
 
 fn send_batch(

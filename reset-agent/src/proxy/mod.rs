@@ -5,6 +5,7 @@
 //! Kernel mode: every connection here was selected by the tc program; the proxy confirms it in
 //! the flow map. Userspace mode: all target traffic arrives; the proxy selects, and forwards
 //! unselected connections transparently.
+mod reaper;
 mod reset;
 mod select;
 
@@ -84,7 +85,7 @@ pub struct Stats {
 const MAX_DELAY_SAMPLES: usize = 1_000_000;
 
 impl Stats {
-    fn record_delay(&self, d: Duration) {
+    pub(crate) fn record_delay(&self, d: Duration) {
         let mut v = self.delays_us.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() < MAX_DELAY_SAMPLES {
             v.push(d.as_micros() as u64);
@@ -127,6 +128,7 @@ pub async fn run(
     stats: Arc<Stats>,
     phase: watch::Receiver<Phase>,
 ) -> io::Result<()> {
+    let reaper = reaper::Reaper::start(stats.clone())?;
     let mut accepts = JoinSet::new();
     for l in listeners {
         let l = TcpListener::from_std(l)?;
@@ -135,13 +137,30 @@ pub async fn run(
             cfg.clone(),
             verdict.clone(),
             stats.clone(),
+            reaper.clone(),
             phase.clone(),
         ));
     }
+    // On abort, connections already handed to the reaper are reset at once too.
+    let mut watch_abort = phase.clone();
+    let r = reaper.clone();
+    let abort_watch = tokio::spawn(async move {
+        while watch_abort.changed().await.is_ok() {
+            if *watch_abort.borrow() == Phase::Abort {
+                break;
+            }
+        }
+        r.abort();
+    });
+    let mut result = Ok(());
     while let Some(res) = accepts.join_next().await {
-        res.map_err(io::Error::other)??;
+        if let Err(e) = res.map_err(io::Error::other).and_then(|r| r) {
+            result = Err(e);
+        }
     }
-    Ok(())
+    abort_watch.abort();
+    reaper.stop();
+    result
 }
 
 async fn accept_loop(
@@ -149,6 +168,7 @@ async fn accept_loop(
     cfg: Arc<ProxyConfig>,
     verdict: Verdict,
     stats: Arc<Stats>,
+    reaper: reaper::Reaper,
     mut phase: watch::Receiver<Phase>,
 ) -> io::Result<()> {
     let mut conns = JoinSet::new();
@@ -165,7 +185,7 @@ async fn accept_loop(
                     }
                 };
                 let span = info_span!("conn", %peer);
-                let fut = handle(stream, peer, cfg.clone(), verdict.clone(), stats.clone(), phase.clone());
+                let fut = handle(stream, peer, cfg.clone(), verdict.clone(), stats.clone(), reaper.clone(), phase.clone());
                 conns.spawn(fut.instrument(span));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -187,6 +207,7 @@ async fn handle(
     cfg: Arc<ProxyConfig>,
     verdict: Verdict,
     stats: Arc<Stats>,
+    reaper: reaper::Reaper,
     phase: watch::Receiver<Phase>,
 ) {
     let orig = match original_dst(&stream) {
@@ -222,7 +243,17 @@ async fn handle(
         stats.selected.fetch_add(1, Relaxed);
     }
     stats.held.fetch_add(1, Relaxed);
-    reset::hold_and_reset(stream, orig, &cfg, &stats, phase).await;
+    let flows = match &verdict {
+        Verdict::Kernel(f) => Some(f),
+        Verdict::Userspace(_) => None,
+    };
+    let hold = reset::Hold {
+        cfg: &cfg,
+        stats: &stats,
+        reaper: &reaper,
+        flows,
+    };
+    reset::hold_and_reset(stream, peer, orig, &hold, phase).await;
     stats.held.fetch_sub(1, Relaxed);
 }
 

@@ -12,18 +12,36 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{Phase, ProxyConfig, Stats};
-use crate::config::Stream;
+use super::{
+    Phase, ProxyConfig, Stats,
+    reaper::{HANDOFF, Reaper},
+};
+use crate::{config::Stream, ebpf::FlowTable};
 
 const BUF: usize = 16 * 1024;
 
+/// What a held connection needs from the proxy.
+pub struct Hold<'a> {
+    pub cfg: &'a ProxyConfig,
+    pub stats: &'a Stats,
+    pub reaper: &'a Reaper,
+    /// Kernel mode: the flow map, for the wire timestamp of the first request byte.
+    pub flows: Option<&'a FlowTable>,
+}
+
 pub async fn hold_and_reset(
     mut client: TcpStream,
+    peer: SocketAddr,
     orig: SocketAddr,
-    cfg: &ProxyConfig,
-    stats: &Stats,
+    hold: &Hold<'_>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    let Hold {
+        cfg,
+        stats,
+        reaper,
+        flows,
+    } = *hold;
     let mut buf = vec![0u8; BUF];
     // Wait for the first request byte (or abort).
     let n = tokio::select! {
@@ -33,7 +51,13 @@ pub async fn hold_and_reset(
             return;
         }
     };
-    let first_at = Instant::now();
+    // The request started when its first byte crossed the interface: in kernel mode the tc
+    // program stamped that instant (CLOCK_MONOTONIC, like Instant), so the reset delay is
+    // measured from the wire, not from when this task got to run.
+    let first_at = flows
+        .and_then(|f| f.lookup(peer, orig))
+        .and_then(|f| wire_instant(f.first_byte_ns))
+        .unwrap_or_else(Instant::now);
     let n = match n {
         Ok(0) | Err(_) => {
             stats.caller_gone.fetch_add(1, Relaxed);
@@ -42,6 +66,8 @@ pub async fn hold_and_reset(
         Ok(n) => n,
     };
     let deadline = first_at + cfg.reset_timeout;
+    // Hold in tokio until shortly before the deadline; the reaper thread does the exact close.
+    let handoff = deadline.checked_sub(HANDOFF).unwrap_or(first_at);
     let mut upstream = None;
     if cfg.stream == Stream::Downstream {
         match TcpStream::connect(orig).await {
@@ -62,7 +88,19 @@ pub async fn hold_and_reset(
     let mut client_open = true;
     loop {
         tokio::select! {
-            _ = sleep_until(deadline) => break,
+            _ = sleep_until(handoff) => {
+                let upstream = upstream.and_then(|u| u.into_std().ok());
+                match client.into_std() {
+                    Ok(c) => {
+                        let done = reaper.schedule(deadline.into_std(), c, upstream, first_at.into_std());
+                        let _ = done.await;
+                    }
+                    Err(_) => {
+                        stats.caller_gone.fetch_add(1, Relaxed);
+                    }
+                }
+                return;
+            }
             _ = wait_abort(&mut phase) => break,
             r = client.read(&mut buf), if client_open => match r {
                 Ok(0) => client_open = false, // half-closed: keep it until the reset is due
@@ -88,6 +126,21 @@ pub async fn hold_and_reset(
         }
     }
     reset(client, upstream, stats, Some(first_at));
+}
+
+/// Converts a CLOCK_MONOTONIC timestamp (ns) into an Instant, if it is recent.
+fn wire_instant(mono_ns: u64) -> Option<Instant> {
+    if mono_ns == 0 {
+        return None;
+    }
+    let now = Instant::now();
+    let now_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let now_ns = u64::try_from(now_ns.tv_sec()).ok()? * 1_000_000_000
+        + u64::try_from(now_ns.tv_nsec()).ok()?;
+    let age = std::time::Duration::from_nanos(now_ns.checked_sub(mono_ns)?);
+    (age < std::time::Duration::from_secs(1))
+        .then(|| now.checked_sub(age))
+        .flatten()
 }
 
 async fn read_or_pending(up: &mut Option<TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
