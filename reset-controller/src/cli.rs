@@ -1,0 +1,336 @@
+//! Command-line parsing (clap): the only place that knows flags. Every flag also
+//! reads the environment variable named in capitals. Passwords have no flag: they
+//! come from GOVC_PASSWORD / VM_PASSWORD or from a file named by a flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use reset_controller::config::{
+    self, FaultSettings, Mode, RunConfig, Selection, Sequence, Stream, Targets, VcenterSettings,
+};
+use reset_controller::vcenter::ConnectOptions;
+
+/// Inject HTTP "connection reset by peer" faults into vSphere VMs through VMware
+/// Tools guest operations.
+#[derive(Debug, Parser)]
+#[command(name = "reset-controller", version)]
+pub struct Cli {
+    /// Result format on stdout.
+    #[arg(long, env = "OUTPUT", value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+    /// No progress lines on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table.
+    Text,
+    /// The JSON report.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the fault on the VMs.
+    Run(RunArgs),
+    /// Check everything short of injecting, including the agent's own preflight.
+    Preflight(PreflightArgs),
+    /// Run `reset-agent cleanup` in the VMs.
+    Cleanup(CleanupArgs),
+}
+
+/// vCenter connection.
+#[derive(Debug, Args)]
+pub struct VcArgs {
+    /// vCenter URL: https://HOST/sdk or HOST.
+    #[arg(long, env = "GOVC_URL")]
+    pub govc_url: String,
+    /// vCenter user.
+    #[arg(long, env = "GOVC_USERNAME")]
+    pub govc_username: String,
+    /// File holding the vCenter password (else GOVC_PASSWORD is read).
+    #[arg(long, env = "GOVC_PASSWORD_FILE")]
+    pub govc_password_file: Option<PathBuf>,
+    /// Skip TLS certificate verification.
+    #[arg(long, env = "GOVC_INSECURE", default_value = "true", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub govc_insecure: bool,
+    /// PEM file of extra CA certificates (used when GOVC_INSECURE=false).
+    #[arg(long, env = "GOVC_TLS_CA_CERTS")]
+    pub govc_tls_ca_certs: Option<PathBuf>,
+}
+
+/// Target VMs and guest login.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Comma-separated VM names.
+    #[arg(long, env = "VM_NAME")]
+    pub vm_name: String,
+    /// Guest user; not root means the agent runs through `sudo -n`.
+    #[arg(long, env = "VM_USER_NAME", default_value = "root")]
+    pub vm_user_name: String,
+    /// File holding the guest password (else VM_PASSWORD is read).
+    #[arg(long, env = "VM_PASSWORD_FILE")]
+    pub vm_password_file: Option<PathBuf>,
+    /// The reset-agent binary to upload [default: reset-agent beside this program].
+    #[arg(long, env = "AGENT")]
+    pub agent: Option<PathBuf>,
+}
+
+/// The fault's tunables.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Port of the service whose connections are reset.
+    #[arg(long, env = "TARGET_SERVICE_PORT", default_value_t = 80)]
+    pub target_service_port: u16,
+    /// Port of the agent's proxy.
+    #[arg(long, env = "PROXY_PORT", default_value_t = 8080)]
+    pub proxy_port: u16,
+    /// Guest interface the traffic arrives on.
+    #[arg(long, env = "NETWORK_INTERFACE", default_value = "ens160")]
+    pub network_interface: String,
+    /// Percent of new connections reset (0-100, decimals allowed).
+    #[arg(long, env = "TOXICITY", default_value_t = 100.0)]
+    pub toxicity: f64,
+    /// Milliseconds from the first request byte to the reset.
+    #[arg(long, env = "RESET_TIMEOUT", default_value_t = 2000)]
+    pub reset_timeout: u64,
+    /// Seconds each VM gets the fault.
+    #[arg(long, env = "TOTAL_CHAOS_DURATION", default_value_t = 30)]
+    pub total_chaos_duration: u64,
+    /// Withhold the response (downstream) or the request (upstream).
+    #[arg(long, env = "STREAM", value_enum, default_value_t = StreamArg::Downstream)]
+    pub stream: StreamArg,
+    /// Random per-connection draw, or exactly floor(n*p).
+    #[arg(long, env = "SELECTION", value_enum, default_value_t = SelectionArg::Random)]
+    pub selection: SelectionArg,
+    /// Agent data path.
+    #[arg(long, env = "MODE", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+}
+
+/// `--stream`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StreamArg {
+    /// Forward the request, withhold the response.
+    Downstream,
+    /// Withhold the request.
+    Upstream,
+}
+
+/// `--selection`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SelectionArg {
+    /// Per-connection random draw.
+    Random,
+    /// Exact proportion.
+    Exact,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Kernel when possible.
+    Auto,
+    /// eBPF only.
+    Kernel,
+    /// Userspace only.
+    Userspace,
+}
+
+/// `--sequence`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SequenceArg {
+    /// All VMs at once.
+    Parallel,
+    /// One after another.
+    Serial,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub vc: VcArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    #[command(flatten)]
+    pub fault: FaultArgs,
+    /// Seconds waited before the first injection and after the last.
+    #[arg(long, env = "RAMP_TIME", default_value_t = 0)]
+    pub ramp_time: u64,
+    /// Seconds between VMs in serial mode.
+    #[arg(long, env = "CHAOS_INTERVAL", default_value_t = 10)]
+    pub chaos_interval: u64,
+    /// parallel or serial.
+    #[arg(long, env = "SEQUENCE", value_enum, default_value_t = SequenceArg::Parallel)]
+    pub sequence: SequenceArg,
+    /// Write the JSON report here (mode 0600).
+    #[arg(long, env = "REPORT")]
+    pub report: Option<PathBuf>,
+}
+
+/// `preflight`.
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    #[command(flatten)]
+    pub vc: VcArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    #[command(flatten)]
+    pub fault: FaultArgs,
+}
+
+/// `cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub vc: VcArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+}
+
+impl VcArgs {
+    /// Resolve, reading GOVC_PASSWORD from the environment or the file.
+    pub fn resolve(&self) -> Result<VcenterSettings> {
+        Ok(VcenterSettings {
+            connect: ConnectOptions {
+                url: self.govc_url.clone(),
+                insecure: self.govc_insecure,
+                ca_certs: self.govc_tls_ca_certs.clone(),
+            },
+            user: self.govc_username.clone(),
+            password: config::read_secret("GOVC_PASSWORD", self.govc_password_file.as_deref())?,
+        })
+    }
+}
+
+impl TargetArgs {
+    /// Resolve, reading VM_PASSWORD from the environment or the file.
+    pub fn resolve(&self) -> Result<Targets> {
+        let agent = match &self.agent {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("cannot locate the controller's own executable; pass --agent PATH")?
+                .with_file_name("reset-agent"),
+        };
+        if !agent.is_file() {
+            return Err(config::ConfigError::NoAgent(agent.display().to_string()).into());
+        }
+        Ok(Targets {
+            vms: config::parse_vm_names(&self.vm_name)?,
+            guest_user: self.vm_user_name.clone(),
+            guest_password: config::read_secret("VM_PASSWORD", self.vm_password_file.as_deref())?,
+            agent,
+        })
+    }
+}
+
+impl FaultArgs {
+    /// Validate.
+    pub fn resolve(&self) -> Result<FaultSettings> {
+        if self.proxy_port == self.target_service_port {
+            return Err(config::ConfigError::SamePorts(self.proxy_port).into());
+        }
+        Ok(FaultSettings {
+            target_service_port: self.target_service_port,
+            proxy_port: self.proxy_port,
+            network_interface: self.network_interface.clone(),
+            toxicity: config::check_toxicity(self.toxicity)?,
+            reset_timeout: Duration::from_millis(self.reset_timeout),
+            total_chaos_duration: Duration::from_secs(self.total_chaos_duration),
+            stream: match self.stream {
+                StreamArg::Downstream => Stream::Downstream,
+                StreamArg::Upstream => Stream::Upstream,
+            },
+            selection: match self.selection {
+                SelectionArg::Random => Selection::Random,
+                SelectionArg::Exact => Selection::Exact,
+            },
+            mode: match self.mode {
+                ModeArg::Auto => Mode::Auto,
+                ModeArg::Kernel => Mode::Kernel,
+                ModeArg::Userspace => Mode::Userspace,
+            },
+        })
+    }
+}
+
+impl RunArgs {
+    /// Resolve into a [`RunConfig`].
+    pub fn resolve(&self) -> Result<RunConfig> {
+        Ok(RunConfig {
+            vcenter: self.vc.resolve()?,
+            targets: self.targets.resolve()?,
+            fault: self.fault.resolve()?,
+            ramp_time: Duration::from_secs(self.ramp_time),
+            chaos_interval: Duration::from_secs(self.chaos_interval),
+            sequence: match self.sequence {
+                SequenceArg::Parallel => Sequence::Parallel,
+                SequenceArg::Serial => Sequence::Serial,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let cli = Cli::try_parse_from([
+            "reset-controller",
+            "run",
+            "--govc-url",
+            "h",
+            "--govc-username",
+            "u",
+            "--vm-name",
+            "a,b",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
+        let f = r.fault.resolve().unwrap();
+        assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
+        assert_eq!(f.network_interface, "ens160");
+        assert_eq!(f.toxicity, 100.0);
+        assert_eq!(f.reset_timeout, Duration::from_millis(2000));
+        assert_eq!(f.total_chaos_duration, Duration::from_secs(30));
+        assert_eq!((r.ramp_time, r.chaos_interval), (0, 10));
+        assert!(matches!(r.sequence, SequenceArg::Parallel));
+        assert!(r.vc.govc_insecure);
+        assert_eq!(r.targets.vm_user_name, "root");
+    }
+
+    #[test]
+    fn there_is_no_password_flag() {
+        for flag in ["--vm-password", "--govc-password", "--password"] {
+            let r = Cli::try_parse_from([
+                "reset-controller",
+                "run",
+                "--govc-url",
+                "h",
+                "--govc-username",
+                "u",
+                "--vm-name",
+                "a",
+                flag,
+                "x",
+            ]);
+            assert!(r.is_err(), "{flag} must not exist");
+        }
+    }
+}

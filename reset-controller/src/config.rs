@@ -1,0 +1,217 @@
+//! The validated run configuration: typed fields only; clap lives in `cli.rs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::vcenter::ConnectOptions;
+
+/// Which direction the agent withholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Forward the request, withhold the response (default).
+    Downstream,
+    /// Withhold the request.
+    Upstream,
+}
+
+/// How the agent picks flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Per-flow random draw against TOXICITY.
+    Random,
+    /// Exactly floor(n * p) of n flows.
+    Exact,
+}
+
+/// The agent's data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Kernel if it can load, else userspace.
+    Auto,
+    /// eBPF selection and observation.
+    Kernel,
+    /// Userspace selection.
+    Userspace,
+}
+
+/// Whether VMs get the fault at once or one after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sequence {
+    /// All VMs at once.
+    Parallel,
+    /// One after another with CHAOS_INTERVAL between them.
+    Serial,
+}
+
+/// The fault as each agent runs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FaultSettings {
+    /// TARGET_SERVICE_PORT.
+    pub target_service_port: u16,
+    /// PROXY_PORT.
+    pub proxy_port: u16,
+    /// NETWORK_INTERFACE.
+    pub network_interface: String,
+    /// TOXICITY, percent (0..=100).
+    pub toxicity: f64,
+    /// RESET_TIMEOUT.
+    #[serde(rename = "reset_timeout_ms", serialize_with = "as_millis")]
+    pub reset_timeout: Duration,
+    /// TOTAL_CHAOS_DURATION.
+    #[serde(rename = "total_chaos_duration_s", serialize_with = "as_secs")]
+    pub total_chaos_duration: Duration,
+    /// Stream mode.
+    pub stream: Stream,
+    /// Selection mode.
+    pub selection: Selection,
+    /// Data path.
+    pub mode: Mode,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// Where vCenter is and who we are there.
+#[derive(Debug, Clone)]
+pub struct VcenterSettings {
+    /// URL and TLS policy.
+    pub connect: ConnectOptions,
+    /// GOVC_USERNAME.
+    pub user: String,
+    /// GOVC_PASSWORD.
+    pub password: Secret,
+}
+
+/// Which VMs and how to log in to their guests.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// VM_NAME, split on commas, in order, without duplicates.
+    pub vms: Vec<String>,
+    /// VM_USER_NAME.
+    pub guest_user: String,
+    /// VM_PASSWORD.
+    pub guest_password: Secret,
+    /// The reset-agent binary to upload.
+    pub agent: PathBuf,
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// vCenter.
+    pub vcenter: VcenterSettings,
+    /// VMs and guest credentials.
+    pub targets: Targets,
+    /// The fault.
+    pub fault: FaultSettings,
+    /// RAMP_TIME, waited before the first injection and after the last.
+    pub ramp_time: Duration,
+    /// CHAOS_INTERVAL, between VMs in serial mode.
+    pub chaos_interval: Duration,
+    /// SEQUENCE.
+    pub sequence: Sequence,
+}
+
+/// Why a setting was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// VM_NAME is empty or has an empty item.
+    #[error("VM_NAME {0:?} names no VM: give one or more comma-separated VM names")]
+    NoVms(String),
+    /// TOXICITY out of range.
+    #[error("TOXICITY {0} is out of range: use a percentage from 0 to 100")]
+    Toxicity(f64),
+    /// A required value is missing.
+    #[error("{0} is not set: export it (secrets are read only from the environment or a file)")]
+    Missing(&'static str),
+    /// A password file could not be read.
+    #[error("cannot read password file {path}: {reason}")]
+    PasswordFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// PROXY_PORT equals TARGET_SERVICE_PORT.
+    #[error("PROXY_PORT and TARGET_SERVICE_PORT are both {0}: choose another PROXY_PORT")]
+    SamePorts(u16),
+    /// The agent binary is missing.
+    #[error(
+        "reset-agent binary {0} not found: build it (cargo build -p reset-agent) or pass --agent PATH"
+    )]
+    NoAgent(String),
+}
+
+/// Split VM_NAME on commas; trims, drops duplicates, rejects empty items.
+pub fn parse_vm_names(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for part in raw.split(',') {
+        let name = part.trim();
+        if name.is_empty() {
+            return Err(ConfigError::NoVms(raw.to_string()));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Check a toxicity percentage.
+pub fn check_toxicity(t: f64) -> Result<f64, ConfigError> {
+    if t.is_finite() && (0.0..=100.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(ConfigError::Toxicity(t))
+    }
+}
+
+/// A secret from a file (first line, trailing newline removed), else from `env`.
+pub fn read_secret(
+    env: &'static str,
+    file: Option<&std::path::Path>,
+) -> Result<Secret, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::PasswordFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Secret::new(line));
+    }
+    match std::env::var(env) {
+        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+        _ => Err(ConfigError::Missing(env)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names() {
+        assert_eq!(parse_vm_names("a, b,a").unwrap(), ["a", "b"]);
+        assert!(parse_vm_names("").is_err());
+        assert!(parse_vm_names("a,,b").is_err());
+    }
+
+    #[test]
+    fn toxicity_bounds() {
+        assert!(check_toxicity(0.0).is_ok());
+        assert!(check_toxicity(12.5).is_ok());
+        assert!(check_toxicity(100.0).is_ok());
+        assert!(check_toxicity(100.1).is_err());
+        assert!(check_toxicity(f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! Why one VM's run failed. Other VMs go on; the row says this.
+
+use crate::vcenter::VcError;
+
+/// A per-VM failure.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// vCenter or the guest refused something.
+    #[error(transparent)]
+    Vcenter(#[from] VcError),
+    /// VM_USER_NAME cannot use `sudo -n`.
+    #[error(
+        "VM_USER_NAME {user} cannot run sudo without a password on VM {vm} (sudo -n exited {code}): allow NOPASSWD sudo for this user, or use root"
+    )]
+    SudoRefused {
+        /// The guest user.
+        user: String,
+        /// The VM.
+        vm: String,
+        /// sudo's exit code.
+        code: i32,
+    },
+    /// VM_USER_NAME is not root and the guest has no sudo.
+    #[error(
+        "VM_USER_NAME {user} is not root, so the agent must run through sudo, but VM {vm} has no /usr/bin/sudo: install sudo (NOPASSWD for this user), or use root"
+    )]
+    SudoMissing {
+        /// The guest user.
+        user: String,
+        /// The VM.
+        vm: String,
+    },
+    /// The agent exited with an error.
+    #[error(
+        "reset-agent on VM {vm} exited with code {code} ({meaning}); its log ends with:\n{log_tail}"
+    )]
+    AgentFailed {
+        /// The VM.
+        vm: String,
+        /// Exit code.
+        code: i32,
+        /// What the code means per the agent's contract.
+        meaning: &'static str,
+        /// Last lines of its stderr/stdout.
+        log_tail: String,
+    },
+    /// The agent did not finish in time.
+    #[error(
+        "reset-agent on VM {vm} still ran {secs} s after its window should have ended: it was terminated"
+    )]
+    AgentTimeout {
+        /// The VM.
+        vm: String,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// The guest lost track of the agent process.
+    #[error("reset-agent process {pid} vanished from VM {vm} before it reported an end")]
+    AgentVanished {
+        /// The VM.
+        vm: String,
+        /// Its pid.
+        pid: i64,
+    },
+    /// The agent's report was not JSON.
+    #[error("reset-agent report from VM {vm} is not valid JSON: {reason}")]
+    BadReport {
+        /// The VM.
+        vm: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// The run was aborted before this VM was injected.
+    #[error("aborted before injection")]
+    Aborted,
+    /// The agent binary could not be read.
+    #[error(
+        "cannot read the agent binary {path}: {reason}: build reset-agent or pass --agent PATH"
+    )]
+    AgentBinary {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What an agent exit code means (the agent's CLI contract).
+pub fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        0 => "window completed",
+        1 => "environment error",
+        2 => "usage error",
+        3 => "aborted by signal",
+        126 => "not executable",
+        127 => "not found",
+        _ => "unexpected",
+    }
+}

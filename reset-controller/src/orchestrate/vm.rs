@@ -1,0 +1,351 @@
+//! One VM's pipeline: check, stage (fresh 0700 dir, agent 0755, config 0600),
+//! start, watch, collect the report, remove the guest files. Every step records
+//! its phase in the VM's report row.
+
+use std::time::{Duration, Instant};
+
+use super::abort::{ABORT_BUDGET, Abort};
+use super::error::{VmError, exit_meaning};
+use super::launcher::{Launcher, WaitOutcome};
+use super::progress::Progress;
+use crate::report::VmReport;
+use crate::vcenter::{Guest, VcError};
+
+/// Largest agent report accepted.
+const MAX_REPORT_BYTES: usize = 8 << 20;
+/// Largest agent log read back.
+const MAX_LOG_BYTES: usize = 4 << 20;
+/// Lines of agent log quoted in an error.
+const LOG_TAIL_LINES: usize = 20;
+/// How often the agent is polled.
+const POLL: Duration = Duration::from_millis(500);
+/// Time the agent gets to stop after SIGTERM before TerminateProcessInGuest.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+/// Time `reset-agent cleanup` gets on abort.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The files of one run in the guest.
+#[derive(Debug, Clone)]
+pub struct GuestDir {
+    /// The directory (0700).
+    pub dir: String,
+    /// The agent binary (0755).
+    pub agent: String,
+    /// The agent config (0600).
+    pub config: String,
+    /// Where the agent writes its report.
+    pub report: String,
+    /// The agent's stdout+stderr.
+    pub log: String,
+}
+
+impl GuestDir {
+    fn new(dir: String) -> Self {
+        let file = |n: &str| format!("{}/{n}", dir.trim_end_matches('/'));
+        Self {
+            agent: file("reset-agent"),
+            config: file("agent.toml"),
+            report: file("report.json"),
+            log: file("agent.log"),
+            dir,
+        }
+    }
+}
+
+/// One VM being driven.
+#[derive(Debug)]
+pub struct VmRun {
+    /// The row for this VM.
+    pub report: VmReport,
+    launcher: Option<Launcher>,
+    dir: Option<GuestDir>,
+    progress: Progress,
+}
+
+impl VmRun {
+    /// A row for `name`, not yet bound to a guest.
+    pub fn new(name: &str, progress: Progress) -> Self {
+        Self {
+            report: VmReport {
+                vm: name.to_string(),
+                status: "pending".into(),
+                ..VmReport::default()
+            },
+            launcher: None,
+            dir: None,
+            progress,
+        }
+    }
+
+    /// Record and print a phase.
+    pub fn phase(&mut self, phase: &str) {
+        self.progress.line(&self.report.vm, phase);
+        let ms = u64::try_from(self.progress.t0().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.report.timings.phases.push((phase.to_string(), ms));
+    }
+
+    /// Mark the row failed with `err` (the first error wins).
+    pub fn fail(&mut self, err: &VmError) {
+        if self.report.error.is_none() {
+            self.report.error = Some(err.to_string());
+        }
+        if self.report.status != "aborted" {
+            self.report.status = if matches!(err, VmError::Aborted) {
+                "aborted"
+            } else {
+                "failed"
+            }
+            .into();
+        }
+        self.phase(&format!("failed: {err}"));
+    }
+
+    /// The launcher, once staged.
+    pub fn launcher(&self) -> Option<&Launcher> {
+        self.launcher.as_ref()
+    }
+
+    /// Check the VM, validate guest credentials and sudo, create the run directory
+    /// and upload the agent and its config.
+    pub async fn stage(
+        &mut self,
+        guest: Guest,
+        agent: bytes::Bytes,
+        config: String,
+    ) -> Result<(), VmError> {
+        self.phase("checking power state and VMware Tools");
+        guest.vm().check_ready()?;
+        self.phase("validating guest credentials");
+        guest.validate_credentials().await?;
+        let launcher = Launcher::new(guest);
+        if launcher.uses_sudo() {
+            self.phase("checking sudo -n");
+            let user = launcher.guest().user().to_string();
+            let vm = self.report.vm.clone();
+            match launcher.sudo_works().await {
+                Ok(None) => {}
+                Ok(Some(127)) | Err(VcError::FileNotFound { .. }) => {
+                    return Err(VmError::SudoMissing { user, vm });
+                }
+                Ok(Some(code)) => return Err(VmError::SudoRefused { user, vm, code }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.phase("creating guest directory");
+        let g = launcher.guest().clone();
+        let dir = GuestDir::new(g.create_temp_dir("reset-peer-").await?);
+        self.report.guest_dir = Some(dir.dir.clone());
+        self.dir = Some(dir.clone());
+        self.launcher = Some(launcher);
+        g.chmod(&dir.dir, 0o700).await?;
+        self.phase("uploading agent");
+        g.upload(&dir.agent, agent, 0o755).await?;
+        if !config.is_empty() {
+            g.upload(&dir.config, config.into_bytes().into(), 0o600)
+                .await?;
+        }
+        self.phase("staged");
+        Ok(())
+    }
+
+    fn staged(&self) -> Option<(Launcher, GuestDir)> {
+        Some((self.launcher.clone()?, self.dir.clone()?))
+    }
+
+    /// Start the agent and watch it until it ends, the window plus `grace` passes,
+    /// or abort; then collect its report. `login_at` times the injection.
+    pub async fn inject(
+        &mut self,
+        window: Duration,
+        grace: Duration,
+        abort: &Abort,
+        login_at: Instant,
+    ) -> Result<(), VmError> {
+        let Some((l, d)) = self.staged() else {
+            return Err(VmError::Aborted);
+        };
+        if abort.is_set() {
+            return Err(VmError::Aborted);
+        }
+        self.phase("starting agent");
+        let spec = l.spec(
+            &d.agent,
+            &["run", "--config", &d.config, "--report", &d.report],
+            Some(&d.log),
+            true,
+        );
+        let pid = l.start(&spec).await?;
+        let started = Instant::now();
+        self.report.timings.login_to_running_ms =
+            Some(u64::try_from(login_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.phase(&format!(
+            "agent running (pid {pid}), window {} s",
+            window.as_secs()
+        ));
+        let outcome = l.wait(pid, window + grace, POLL, abort).await?;
+        let code = match outcome {
+            WaitOutcome::Exited(c) => Some(c),
+            WaitOutcome::Vanished => {
+                return Err(VmError::AgentVanished {
+                    vm: self.report.vm.clone(),
+                    pid,
+                });
+            }
+            WaitOutcome::Aborted => {
+                self.report.status = "aborted".into();
+                self.phase("aborting: stopping agent");
+                let code = match tokio::time::timeout(ABORT_BUDGET, l.stop(pid, STOP_GRACE)).await {
+                    Ok(Ok(code)) => code,
+                    Ok(Err(e)) => {
+                        tracing::warn!(vm = %self.report.vm, error = %e, "stopping the agent failed");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                self.guest_cleanup(&l, &d).await;
+                code
+            }
+            WaitOutcome::TimedOut => {
+                self.phase("agent overran its window: stopping it");
+                l.stop(pid, STOP_GRACE).await?;
+                self.guest_cleanup(&l, &d).await;
+                self.collect(&l, &d).await.ok();
+                return Err(VmError::AgentTimeout {
+                    vm: self.report.vm.clone(),
+                    secs: (window + grace).as_secs(),
+                });
+            }
+        };
+        self.report.timings.agent_runtime_ms =
+            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.report.agent_exit_code = code;
+        self.phase(&format!(
+            "agent exited ({})",
+            code.map_or("killed".to_string(), |c| format!(
+                "{c}: {}",
+                exit_meaning(c)
+            ))
+        ));
+        let collected = self.collect(&l, &d).await;
+        match code {
+            Some(0) => collected.map(|()| {
+                self.report.status = "ok".into();
+            }),
+            Some(3) if abort.is_set() => collected,
+            Some(c) => Err(VmError::AgentFailed {
+                vm: self.report.vm.clone(),
+                code: c,
+                meaning: exit_meaning(c),
+                log_tail: self.log_tail(&l, &d).await,
+            }),
+            None => collected,
+        }
+    }
+
+    /// Run `reset-agent cleanup` in the guest (bounded).
+    async fn guest_cleanup(&mut self, l: &Launcher, d: &GuestDir) {
+        self.phase("running reset-agent cleanup in guest");
+        let spec = l.spec(
+            &d.agent,
+            &["cleanup"],
+            Some(&format!("{}/cleanup.log", d.dir)),
+            true,
+        );
+        match tokio::time::timeout(
+            CLEANUP_TIMEOUT + Duration::from_secs(2),
+            l.run(&spec, CLEANUP_TIMEOUT),
+        )
+        .await
+        {
+            Ok(Ok(WaitOutcome::Exited(0))) => {}
+            other => {
+                tracing::warn!(vm = %self.report.vm, outcome = ?other, "reset-agent cleanup did not finish cleanly")
+            }
+        }
+    }
+
+    /// Download and parse the agent's report.
+    async fn collect(&mut self, l: &Launcher, d: &GuestDir) -> Result<(), VmError> {
+        self.phase("collecting report");
+        if l.uses_sudo() {
+            // The agent ran as root: hand its files back to the guest user.
+            let user = l.guest().user().to_string();
+            let spec = l.spec("/bin/chown", &["-R", &user, &d.dir], None, true);
+            l.run(&spec, Duration::from_secs(10)).await?;
+        }
+        let bytes = l.guest().download(&d.report, MAX_REPORT_BYTES).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| VmError::BadReport {
+                vm: self.report.vm.clone(),
+                reason: e.to_string(),
+            })?;
+        self.report.agent_report = Some(v);
+        Ok(())
+    }
+
+    async fn log_tail(&self, l: &Launcher, d: &GuestDir) -> String {
+        match l.guest().download(&d.log, MAX_LOG_BYTES).await {
+            Ok(b) => {
+                let text = String::from_utf8_lossy(&b);
+                let lines: Vec<&str> = text.lines().collect();
+                let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+                lines[start..].join("\n")
+            }
+            Err(e) => format!("(agent log unavailable: {e})"),
+        }
+    }
+
+    /// Run `reset-agent SUB [--config <staged config>]` to completion and return
+    /// (exit code, output).
+    pub async fn agent_command(
+        &mut self,
+        sub: &str,
+        with_config: bool,
+        timeout: Duration,
+    ) -> Result<(i32, String), VmError> {
+        let Some((l, d)) = self.staged() else {
+            return Err(VmError::Aborted);
+        };
+        let log = format!("{}/{sub}.log", d.dir);
+        let mut args = vec![sub];
+        if with_config {
+            args.extend(["--config", d.config.as_str()]);
+        }
+        let spec = l.spec(&d.agent, &args, Some(&log), true);
+        self.phase(&format!("running reset-agent {}", args.join(" ")));
+        let code = match l.run(&spec, timeout).await? {
+            WaitOutcome::Exited(c) => c,
+            _ => -1,
+        };
+        if l.uses_sudo() {
+            let user = l.guest().user().to_string();
+            l.run(
+                &l.spec("/bin/chown", &["-R", &user, &d.dir], None, true),
+                Duration::from_secs(10),
+            )
+            .await?;
+        }
+        let out = l
+            .guest()
+            .download(&log, MAX_LOG_BYTES)
+            .await
+            .map_err(VmError::from)?;
+        Ok((code, String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// Delete the run directory (bounded); records whether it is gone.
+    pub async fn remove(&mut self) {
+        let Some((l, d)) = self.staged() else { return };
+        self.phase("removing guest files");
+        let r = tokio::time::timeout(Duration::from_secs(10), l.guest().delete_dir(&d.dir)).await;
+        match r {
+            Ok(Ok(())) | Ok(Err(VcError::FileNotFound { .. })) => {
+                self.report.guest_files_removed = true;
+                self.dir = None;
+                self.phase("guest files removed");
+            }
+            Ok(Err(e)) => self.fail(&VmError::from(e)),
+            Err(_) => self.phase("removing guest files timed out"),
+        }
+    }
+}

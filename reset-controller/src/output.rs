@@ -1,0 +1,135 @@
+//! The final table on stdout: one row per VM.
+
+use crate::report::{RunReport, VmReport};
+
+fn num(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+fn row(v: &VmReport) -> [String; 8] {
+    let a = v.agent();
+    let a = a.as_ref();
+    [
+        v.vm.clone(),
+        v.status.clone(),
+        num(a.and_then(|a| a.flows_seen)),
+        num(a.and_then(|a| a.flows_selected)),
+        num(a.and_then(|a| a.resets_observed)),
+        a.and_then(|a| a.achieved_percent())
+            .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
+        a.and_then(|a| a.reset_delay_ms.p99)
+            .map_or_else(|| "-".into(), |p| format!("{p:.1} ms")),
+        match (a.and_then(|a| a.cleanup.verified), v.guest_files_removed) {
+            (Some(true), true) => "yes".into(),
+            (Some(false), _) => "NO".into(),
+            (None, true) if a.is_none() => "files removed".into(),
+            (_, false) if v.guest_dir.is_some() => "NO (guest files left)".into(),
+            _ => "-".into(),
+        },
+    ]
+}
+
+/// Render the table, then one line per failed VM with its error.
+pub fn table(r: &RunReport) -> String {
+    const HEAD: [&str; 8] = [
+        "VM",
+        "STATUS",
+        "FLOWS SEEN",
+        "SELECTED",
+        "RESETS OBSERVED",
+        "ACHIEVED",
+        "RESET P99",
+        "CLEANUP VERIFIED",
+    ];
+    let rows: Vec<[String; 8]> = r.vms.iter().map(row).collect();
+    let mut w = HEAD.map(str::len);
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let fmt = |cells: &[String]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = fmt(&HEAD.map(String::from));
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&fmt(row));
+        out.push('\n');
+    }
+    for v in &r.vms {
+        if let Some(e) = &v.error {
+            out.push_str(&format!("{}: {e}\n", v.vm));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FaultSettings, Mode, Selection, Sequence, Stream};
+
+    #[test]
+    fn renders_rows_and_errors() {
+        let ok = VmReport {
+            vm: "web-01".into(),
+            status: "ok".into(),
+            guest_dir: Some("/tmp/x".into()),
+            guest_files_removed: true,
+            agent_report: Some(serde_json::json!({
+                "flows_seen": 200, "flows_selected": 100, "resets_observed": 100,
+                "reset_delay_ms": {"p99": 2001.25}, "cleanup": {"verified": true}
+            })),
+            ..VmReport::default()
+        };
+        let bad = VmReport {
+            vm: "db-01".into(),
+            status: "failed".into(),
+            error: Some(
+                "guest login failed for user root on VM db-01: check VM_USER_NAME/VM_PASSWORD"
+                    .into(),
+            ),
+            ..VmReport::default()
+        };
+        let r = RunReport {
+            started_at: String::new(),
+            ended_at: String::new(),
+            sequence: Sequence::Parallel,
+            aborted: false,
+            settings: FaultSettings {
+                target_service_port: 80,
+                proxy_port: 8080,
+                network_interface: "ens160".into(),
+                toxicity: 50.0,
+                reset_timeout: std::time::Duration::from_secs(2),
+                total_chaos_duration: std::time::Duration::from_secs(30),
+                stream: Stream::Downstream,
+                selection: Selection::Random,
+                mode: Mode::Auto,
+            },
+            ramp_time_s: 0,
+            chaos_interval_s: 10,
+            vms: vec![ok, bad],
+        };
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("VM      STATUS  FLOWS SEEN"), "{t}");
+        assert!(
+            lines[1].contains("200")
+                && lines[1].contains("50.0%")
+                && lines[1].contains("2001.2 ms")
+                && lines[1].ends_with("yes"),
+            "{t}"
+        );
+        assert!(lines[2].starts_with("db-01   failed"), "{t}");
+        assert!(lines[3].contains("check VM_USER_NAME/VM_PASSWORD"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Reports: a typed, tolerant view of the agent's report JSON, and the
+//! controller's own report (every agent report plus per-VM timings).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Reset delay percentiles, milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Delay {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Maximum.
+    pub max: Option<f64>,
+}
+
+/// What the agent says about its own cleanup.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Cleanup {
+    /// The nftables table is gone.
+    pub nft_table_removed: Option<bool>,
+    /// The eBPF programs are detached.
+    pub ebpf_detached: Option<bool>,
+    /// Both were checked after removal.
+    pub verified: Option<bool>,
+}
+
+/// The fields of the agent's report the controller reads; extra fields are kept in
+/// the raw JSON, missing ones are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AgentReport {
+    /// kernel or userspace.
+    pub mode: Option<String>,
+    /// The window was cut short by a signal.
+    pub aborted: Option<bool>,
+    /// New flows to the target port.
+    pub flows_seen: Option<u64>,
+    /// Flows selected for reset.
+    pub flows_selected: Option<u64>,
+    /// Connections the proxy accepted.
+    pub proxy_accepted: Option<u64>,
+    /// Resets the proxy issued.
+    pub resets_issued: Option<u64>,
+    /// RSTs the kernel saw leave.
+    pub resets_observed: Option<u64>,
+    /// Reset delay percentiles.
+    pub reset_delay_ms: Delay,
+    /// Cleanup verification.
+    pub cleanup: Cleanup,
+    /// Errors the agent hit.
+    pub errors: Vec<Value>,
+}
+
+impl AgentReport {
+    /// Read the typed view; `None` if the JSON is not an object.
+    pub fn from_value(v: &Value) -> Option<Self> {
+        v.is_object()
+            .then(|| serde_json::from_value(v.clone()).ok())
+            .flatten()
+    }
+
+    /// resets_observed / flows_seen, percent.
+    pub fn achieved_percent(&self) -> Option<f64> {
+        let seen = self.flows_seen?;
+        let observed = self.resets_observed?;
+        (seen > 0).then(|| observed as f64 * 100.0 / seen as f64)
+    }
+}
+
+/// Milliseconds since the controller started, per phase reached.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// (phase, ms since the run started).
+    pub phases: Vec<(String, u64)>,
+    /// From login to the agent running, ms.
+    pub login_to_running_ms: Option<u64>,
+    /// How long the agent ran, ms.
+    pub agent_runtime_ms: Option<u64>,
+}
+
+/// One VM's outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VmReport {
+    /// The VM name.
+    pub vm: String,
+    /// ok, failed, aborted, skipped.
+    pub status: String,
+    /// The error, if any.
+    pub error: Option<String>,
+    /// The guest directory used.
+    pub guest_dir: Option<String>,
+    /// The agent's exit code.
+    pub agent_exit_code: Option<i32>,
+    /// Guest files were removed.
+    pub guest_files_removed: bool,
+    /// Timings.
+    pub timings: Timings,
+    /// The agent's report as it wrote it.
+    pub agent_report: Option<Value>,
+}
+
+impl VmReport {
+    /// The typed view of the agent report.
+    pub fn agent(&self) -> Option<AgentReport> {
+        self.agent_report.as_ref().and_then(AgentReport::from_value)
+    }
+
+    /// Whether this VM counts as a failure for the exit code.
+    pub fn failed(&self) -> bool {
+        self.status != "ok"
+    }
+}
+
+/// The controller's report (`--report PATH`, `--output json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub ended_at: String,
+    /// parallel or serial.
+    pub sequence: crate::config::Sequence,
+    /// The run was aborted by a signal.
+    pub aborted: bool,
+    /// The fault settings (no secrets).
+    pub settings: crate::config::FaultSettings,
+    /// RAMP_TIME, s.
+    pub ramp_time_s: u64,
+    /// CHAOS_INTERVAL, s.
+    pub chaos_interval_s: u64,
+    /// One entry per VM, in VM_NAME order.
+    pub vms: Vec<VmReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerant_typed_view() {
+        let v: Value = serde_json::json!({
+            "mode": "kernel", "flows_seen": 200, "flows_selected": 100, "resets_observed": 99,
+            "reset_delay_ms": {"p50": 2000.1, "p99": 2003.0},
+            "cleanup": {"verified": true}, "extra": [1, 2], "errors": []
+        });
+        let r = AgentReport::from_value(&v).unwrap();
+        assert_eq!(r.flows_seen, Some(200));
+        assert_eq!(r.reset_delay_ms.p99, Some(2003.0));
+        assert_eq!(r.reset_delay_ms.max, None);
+        assert_eq!(r.cleanup.verified, Some(true));
+        assert_eq!(r.achieved_percent(), Some(49.5));
+        assert!(AgentReport::from_value(&serde_json::json!([1])).is_none());
+        let wrong = serde_json::json!({"flows_seen": "many"});
+        assert!(AgentReport::from_value(&wrong).is_none());
+    }
+}

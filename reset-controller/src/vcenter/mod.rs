@@ -1,0 +1,24 @@
+//! The vim25 SOAP client: the dozen calls the controller needs, hand-written.
+//!
+//! Layering: `xml` (bounded tree) -> `soap` (envelopes, faults) -> `client`
+//! (HTTP, TLS, cookie) -> `session`, `inventory`, `guest_ops` (requests and replies)
+//! -> `guest` (one VM's guest operations and file transfers).
+
+pub mod client;
+pub mod error;
+pub mod guest;
+pub mod guest_ops;
+pub mod inventory;
+pub mod session;
+pub mod soap;
+pub mod xml;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::ConnectOptions;
+pub use error::VcError;
+pub use guest::Guest;
+pub use guest_ops::{GuestAuth, ProcessInfo, ProgramSpec};
+pub use inventory::{GuestManagers, VmInfo};
+pub use session::Session;

@@ -1,0 +1,119 @@
+//! `vcsim`: run the simulator. The first line of stdout is the SDK URL it serves
+//! (a contract tests rely on), e.g. `https://127.0.0.1:PORT/sdk`.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use reset_vcsim::{SelfSigned, Sim, SimConfig, VmSpec};
+
+/// A vCenter guest-operations simulator backed by network namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "vcsim")]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// A VM: NAME=NETNS (programs run in that namespace) or NAME (on this host).
+    /// Repeat for more; a repeated NAME makes an ambiguous inventory.
+    #[arg(long = "vm", value_name = "NAME=NETNS")]
+    vms: Vec<String>,
+    /// Accepted guest credentials USER:PASSWORD (repeatable).
+    #[arg(long = "guest-user", value_name = "USER:PASSWORD")]
+    guest_users: Vec<String>,
+    /// Accepted vCenter credentials USER:PASSWORD [default: any user name].
+    #[arg(long = "vc-user", value_name = "USER:PASSWORD")]
+    vc_user: Option<String>,
+    /// This VM is powered off.
+    #[arg(long = "powered-off", value_name = "NAME")]
+    powered_off: Vec<String>,
+    /// VMware Tools is not running in this VM.
+    #[arg(long = "tools-not-running", value_name = "NAME")]
+    tools_not_running: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// The guests' temporary directory [default: /tmp].
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+    /// Write the self-signed certificate (PEM) here, for GOVC_TLS_CA_CERTS.
+    #[arg(long)]
+    cert_out: Option<PathBuf>,
+}
+
+fn pair(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => bail!("{what} {s:?} must be USER:PASSWORD"),
+    }
+}
+
+fn config(a: &Args) -> Result<SimConfig> {
+    let mut vms = Vec::new();
+    for v in &a.vms {
+        let (name, ns) = v
+            .split_once('=')
+            .map_or((v.as_str(), ""), |(n, ns)| (n, ns));
+        if name.is_empty() {
+            bail!("--vm {v:?} has no name");
+        }
+        vms.push(VmSpec {
+            name: name.to_string(),
+            netns: (!ns.is_empty()).then(|| ns.to_string()),
+            powered_on: !a.powered_off.iter().any(|n| n == name),
+            tools_running: !a.tools_not_running.iter().any(|n| n == name),
+        });
+    }
+    for n in a.powered_off.iter().chain(&a.tools_not_running) {
+        if !vms.iter().any(|v| &v.name == n) {
+            bail!("{n} is not a --vm");
+        }
+    }
+    Ok(SimConfig {
+        vms,
+        guest_users: a
+            .guest_users
+            .iter()
+            .map(|g| pair(g, "--guest-user"))
+            .collect::<Result<_>>()?,
+        vc_user: a
+            .vc_user
+            .as_deref()
+            .map(|v| pair(v, "--vc-user"))
+            .transpose()?,
+        tmp_dir: a.tmp_dir.clone(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let cfg = config(&args)?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = if args.plain_http {
+        None
+    } else {
+        Some(SelfSigned::generate()?)
+    };
+    if let (Some(t), Some(p)) = (&tls, &args.cert_out) {
+        std::fs::write(p, &t.cert_pem).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{scheme}://{addr}/sdk")?;
+    out.flush()?;
+    drop(out);
+    reset_vcsim::serve(Sim::new(cfg), listener, tls).await?;
+    Ok(())
+}

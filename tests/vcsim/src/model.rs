@@ -1,0 +1,213 @@
+//! The simulator's state: configured VMs and users, sessions, views, file
+//! transfer tickets and guest processes. One mutex, never held across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::soap::{Fault, faults};
+
+/// One simulated VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Inventory name (duplicates allowed, to test ambiguity).
+    pub name: String,
+    /// Network namespace its programs run in; `None` runs them on the host.
+    pub netns: Option<String>,
+    /// runtime.powerState is poweredOn.
+    pub powered_on: bool,
+    /// guest.toolsRunningStatus is guestToolsRunning.
+    pub tools_running: bool,
+}
+
+/// What the simulator serves.
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    /// VMs, in inventory order (ids vm-1, vm-2, ...).
+    pub vms: Vec<VmSpec>,
+    /// Accepted guest users and passwords.
+    pub guest_users: Vec<(String, String)>,
+    /// The accepted vCenter user; `None` accepts any non-empty user name.
+    pub vc_user: Option<(String, String)>,
+    /// The guests' temporary directory (CreateTemporaryDirectoryInGuest without a
+    /// directoryPath); `/tmp` if `None`.
+    pub tmp_dir: Option<PathBuf>,
+}
+
+/// A pending /guestFile transfer.
+#[derive(Debug, Clone)]
+pub enum Transfer {
+    /// PUT writes this file with this mode.
+    Upload {
+        /// Host path.
+        path: PathBuf,
+        /// Mode from the request's attributes.
+        mode: Option<u32>,
+        /// Declared size.
+        size: u64,
+    },
+    /// GET reads this file.
+    Download {
+        /// Host path.
+        path: PathBuf,
+    },
+}
+
+/// A guest process started through StartProgramInGuest.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    /// pid.
+    pub pid: i64,
+    /// Program name.
+    pub name: String,
+    /// Command line as run.
+    pub cmd_line: String,
+    /// The guest user.
+    pub owner: String,
+    /// Start time.
+    pub start: SystemTime,
+    /// End time once exited.
+    pub end: Option<SystemTime>,
+    /// Exit code once exited.
+    pub exit: Option<i32>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashSet<String>,
+    views: HashSet<String>,
+    transfers: HashMap<String, Transfer>,
+    procs: HashMap<(usize, i64), Proc>,
+    counter: u64,
+}
+
+/// Shared simulator state.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    /// Configuration.
+    pub cfg: Arc<SimConfig>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A fresh unguessable token.
+pub fn token() -> String {
+    let a = std::hash::RandomState::new().build_hasher().finish();
+    let b = std::hash::RandomState::new().build_hasher().finish();
+    format!("{a:016x}{b:016x}")
+}
+
+impl Sim {
+    /// New state for `cfg`.
+    pub fn new(cfg: SimConfig) -> Self {
+        Self {
+            cfg: Arc::new(cfg),
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Check vCenter credentials and open a session; returns its key.
+    pub fn login(&self, user: &str, password: &str) -> Result<String, Fault> {
+        let ok = match &self.cfg.vc_user {
+            Some((u, p)) => u == user && p == password,
+            None => !user.is_empty(),
+        };
+        if !ok {
+            return Err(faults::invalid_login());
+        }
+        let key = token();
+        self.lock().sessions.insert(key.clone());
+        Ok(key)
+    }
+
+    /// Whether a session key is live.
+    pub fn has_session(&self, key: &str) -> bool {
+        self.lock().sessions.contains(key)
+    }
+
+    /// End a session.
+    pub fn logout(&self, key: &str) {
+        self.lock().sessions.remove(key);
+    }
+
+    /// Register a container view; returns its id.
+    pub fn new_view(&self) -> String {
+        let mut i = self.lock();
+        i.counter += 1;
+        let id = format!("session[{}]view-{}", &token()[..8], i.counter);
+        i.views.insert(id.clone());
+        id
+    }
+
+    /// Whether a view exists.
+    pub fn has_view(&self, id: &str) -> bool {
+        self.lock().views.contains(id)
+    }
+
+    /// Destroy a view.
+    pub fn destroy_view(&self, id: &str) -> bool {
+        self.lock().views.remove(id)
+    }
+
+    /// The VM index for a moref value `vm-N`.
+    pub fn vm_index(&self, id: &str) -> Option<usize> {
+        let n: usize = id.strip_prefix("vm-")?.parse().ok()?;
+        (n >= 1 && n <= self.cfg.vms.len()).then(|| n - 1)
+    }
+
+    /// Guest credentials check.
+    pub fn guest_login_ok(&self, user: &str, password: &str) -> bool {
+        self.cfg
+            .guest_users
+            .iter()
+            .any(|(u, p)| u == user && p == password)
+    }
+
+    /// Store a transfer; returns its token.
+    pub fn add_transfer(&self, t: Transfer) -> String {
+        let tok = token();
+        self.lock().transfers.insert(tok.clone(), t);
+        tok
+    }
+
+    /// Take a transfer (single use).
+    pub fn take_transfer(&self, tok: &str) -> Option<Transfer> {
+        self.lock().transfers.remove(tok)
+    }
+
+    /// Record a started process.
+    pub fn add_proc(&self, vm: usize, p: Proc) {
+        self.lock().procs.insert((vm, p.pid), p);
+    }
+
+    /// Record a process exit.
+    pub fn end_proc(&self, vm: usize, pid: i64, code: i32) {
+        if let Some(p) = self.lock().procs.get_mut(&(vm, pid)) {
+            p.end = Some(SystemTime::now());
+            p.exit = Some(code);
+        }
+    }
+
+    /// Processes of a VM: the given pids, or all if empty.
+    pub fn procs(&self, vm: usize, pids: &[i64]) -> Vec<Proc> {
+        let i = self.lock();
+        let mut v: Vec<Proc> = i
+            .procs
+            .iter()
+            .filter(|((v, pid), _)| *v == vm && (pids.is_empty() || pids.contains(pid)))
+            .map(|(_, p)| p.clone())
+            .collect();
+        v.sort_by_key(|p| p.pid);
+        v
+    }
+
+    /// One process.
+    pub fn proc(&self, vm: usize, pid: i64) -> Option<Proc> {
+        self.lock().procs.get(&(vm, pid)).cloned()
+    }
+}
