@@ -39,14 +39,22 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn require_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false);
     if root {
         return true;
     }
     if std::env::var_os("RESET_PEER_SKIP_PRIVILEGED").is_some() {
-        eprintln!("SKIPPED: this end-to-end test needs root (network namespaces, nftables, eBPF); RESET_PEER_SKIP_PRIVILEGED is set");
+        eprintln!(
+            "SKIPPED: this end-to-end test needs root (network namespaces, nftables, eBPF); RESET_PEER_SKIP_PRIVILEGED is set"
+        );
         return false;
     }
-    panic!("this end-to-end test needs root (network namespaces, nftables, eBPF): run `sudo cargo xtask test`, or set RESET_PEER_SKIP_PRIVILEGED=1 to skip it");
+    panic!(
+        "this end-to-end test needs root (network namespaces, nftables, eBPF): run `sudo cargo xtask test`, or set RESET_PEER_SKIP_PRIVILEGED=1 to skip it"
+    );
 }

@@ -15,7 +15,10 @@ use crate::lab::Netns;
 
 /// Reads a child's stream line by line into a shared buffer, signalling lines that contain
 /// `ready` on a channel.
-fn pump(stream: impl std::io::Read + Send + 'static, ready: Option<&'static str>) -> (Arc<Mutex<String>>, mpsc::Receiver<()>) {
+fn pump(
+    stream: impl std::io::Read + Send + 'static,
+    ready: Option<&'static str>,
+) -> (Arc<Mutex<String>>, mpsc::Receiver<()>) {
     let buf = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
     let b = buf.clone();
@@ -55,10 +58,14 @@ impl AgentRun {
         self.status.code()
     }
     pub fn report(&self) -> &Value {
-        self.report.as_ref().unwrap_or_else(|| panic!("no report; stderr:\n{}", self.stderr))
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| panic!("no report; stderr:\n{}", self.stderr))
     }
     pub fn u64(&self, field: &str) -> u64 {
-        self.report()[field].as_u64().unwrap_or_else(|| panic!("report field {field} missing: {}", self.report()))
+        self.report()[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("report field {field} missing: {}", self.report()))
     }
 }
 
@@ -81,7 +88,13 @@ impl Agent {
             .expect("spawn reset-agent");
         let (stdout, _) = pump(child.stdout.take().expect("stdout"), None);
         let (stderr, ready) = pump(child.stderr.take().expect("stderr"), Some("fault active"));
-        Agent { child: Some(child), stdout, stderr, ready, report_path }
+        Agent {
+            child: Some(child),
+            stdout,
+            stderr,
+            ready,
+            report_path,
+        }
     }
 
     /// Starts the agent and waits until its fault is active.
@@ -104,7 +117,10 @@ impl Agent {
 
     /// Sends a signal to the agent (the `ip netns exec` wrapper execs, so the pid is the agent's).
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
         assert!(st.success());
     }
 
@@ -124,12 +140,22 @@ impl Agent {
         };
         // Let the pump threads drain the pipes.
         std::thread::sleep(Duration::from_millis(50));
-        let report = std::fs::read_to_string(&self.report_path).ok().and_then(|s| serde_json::from_str(&s).ok());
+        let report = std::fs::read_to_string(&self.report_path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
         let _ = std::fs::remove_file(&self.report_path);
         AgentRun {
             status,
-            stdout: self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            stderr: self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            stdout: self
+                .stdout
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            stderr: self
+                .stderr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             report,
         }
     }
@@ -150,7 +176,11 @@ impl Drop for Agent {
 
 /// Runs `reset-agent ARGS` to completion in `vm` (for bad-input and cleanup tests).
 pub fn agent_once(vm: &Netns, args: &[&str]) -> std::process::Output {
-    vm.command(crate::bin("reset-agent")).args(args).stdin(Stdio::null()).output().expect("run reset-agent")
+    vm.command(crate::bin("reset-agent"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run reset-agent")
 }
 
 /// The sample HTTP service (tests/src/bin/target-service.rs) inside a namespace.
@@ -166,16 +196,32 @@ impl Service {
         if let Some(l) = log {
             cmd.arg("--log").arg(l);
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn target-service");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn target-service");
         let (_, ready) = pump(child.stdout.take().expect("stdout"), Some("listening"));
-        ready.recv_timeout(Duration::from_secs(10)).expect("target-service did not start");
-        Service { child, log: log.map(Path::to_path_buf) }
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("target-service did not start");
+        Service {
+            child,
+            log: log.map(Path::to_path_buf),
+        }
     }
 
     /// Request paths the service has seen.
     pub fn seen(&self) -> Vec<String> {
-        let Some(l) = &self.log else { return Vec::new() };
-        std::fs::read_to_string(l).unwrap_or_default().lines().map(str::to_owned).collect()
+        let Some(l) = &self.log else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(l)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -200,11 +246,27 @@ pub struct Curl {
 
 /// One curl request from `ns` (`-sS`, so the error text is kept).
 pub fn curl(ns: &Netns, url: &str) -> Curl {
-    let out = ns.output("curl", &["-sS", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code} %{time_total}", url]);
+    let out = ns.output(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "-w",
+            "%{http_code} %{time_total}",
+            url,
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut it = text.split_whitespace();
     let http_code = it.next().unwrap_or("").to_owned();
-    let time_ms = it.next().and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NAN) * 1000.0;
+    let time_ms = it
+        .next()
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        * 1000.0;
     Curl {
         exit: out.status.code().unwrap_or(-1),
         http_code,
@@ -222,6 +284,10 @@ pub fn caller(ns: &Netns, url: &str, args: &[&str]) -> Value {
         .stdin(Stdio::null())
         .output()
         .expect("run caller");
-    assert!(out.status.success(), "caller failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "caller failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("caller JSON")
 }

@@ -23,12 +23,23 @@ fn assert_clean(lab: &Lab) {
     let att = lab.vm.bpf_attachments("ens160");
     assert!(!att.contains("reset_"), "tc programs left behind:\n{att}");
     let c = curl(&lab.caller, &lab.url(false, 80, "/health"));
-    assert_eq!((c.exit, c.http_code.as_str()), (0, "200"), "new connection after cleanup: {c:?}");
+    assert_eq!(
+        (c.exit, c.http_code.as_str()),
+        (0, "200"),
+        "new connection after cleanup: {c:?}"
+    );
 }
 
 fn resets_timing(v6: bool, extra: &[&str]) {
     let (lab, _svc) = lab_with_service();
-    let mut args = vec!["--toxicity", "100", "--reset-timeout", "300", "--total-chaos-duration", "3"];
+    let mut args = vec![
+        "--toxicity",
+        "100",
+        "--reset-timeout",
+        "300",
+        "--total-chaos-duration",
+        "3",
+    ];
     args.extend_from_slice(extra);
     let mut agent = Agent::start(&lab.vm, &args);
     let n = 5;
@@ -37,24 +48,51 @@ fn resets_timing(v6: bool, extra: &[&str]) {
         let c = curl(&lab.caller, &lab.url(v6, 80, "/"));
         assert_eq!(c.exit, 56, "curl should fail with 56: {c:?}");
         assert!(c.stderr.contains("Connection reset by peer"), "{c:?}");
-        assert!(c.time_ms >= RST_TIMEOUT_MS, "reset too early: {} ms", c.time_ms);
-        assert!(c.time_ms <= RST_TIMEOUT_MS + 50.0, "reset too late: {} ms", c.time_ms);
+        assert!(
+            c.time_ms >= RST_TIMEOUT_MS,
+            "reset too early: {} ms",
+            c.time_ms
+        );
+        assert!(
+            c.time_ms <= RST_TIMEOUT_MS + 50.0,
+            "reset too late: {} ms",
+            c.time_ms
+        );
         seen += 1;
     }
     let run = agent.finish();
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
-    for f in ["flows_seen", "flows_selected", "proxy_accepted", "resets_issued", "resets_observed"] {
+    for f in [
+        "flows_seen",
+        "flows_selected",
+        "proxy_accepted",
+        "resets_issued",
+        "resets_observed",
+    ] {
         assert_eq!(run.u64(f), seen, "{f}: {}", run.report());
     }
-    assert_eq!(run.report()["errors"].as_array().map(Vec::len), Some(0), "{}", run.report());
-    assert!(run.stdout.contains("resets observed"), "human summary on stdout: {}", run.stdout);
+    assert_eq!(
+        run.report()["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        run.report()
+    );
+    assert!(
+        run.stdout.contains("resets observed"),
+        "human summary on stdout: {}",
+        run.stdout
+    );
     let d = &run.report()["reset_delay_ms"];
-    assert!(d["p50"].as_f64().unwrap() >= RST_TIMEOUT_MS && d["max"].as_f64().unwrap() <= RST_TIMEOUT_MS + 50.0, "{d}");
+    assert!(
+        d["p50"].as_f64().unwrap() >= RST_TIMEOUT_MS
+            && d["max"].as_f64().unwrap() <= RST_TIMEOUT_MS + 50.0,
+        "{d}"
+    );
     assert_eq!(run.report()["cleanup"]["verified"], true);
     assert_clean(&lab);
 }
 
-/// 1. TOXICITY 100, RESET_TIMEOUT 300: exit 56 within [300, 350] ms; report == caller.
+/// Shown 1: TOXICITY 100, RESET_TIMEOUT 300: exit 56 within [300, 350] ms; report == caller.
 #[test]
 fn full_toxicity_resets_every_connection_on_time() {
     if !require_root() {
@@ -63,7 +101,7 @@ fn full_toxicity_resets_every_connection_on_time() {
     resets_timing(false, &[]);
 }
 
-/// 7. The same over IPv6.
+/// Shown 7: The same over IPv6.
 #[test]
 fn full_toxicity_over_ipv6() {
     if !require_root() {
@@ -72,18 +110,33 @@ fn full_toxicity_over_ipv6() {
     resets_timing(true, &[]);
 }
 
-/// 8a. Userspace mode passes test 1 and says its counts are not kernel-observed.
+/// Shown 8a: Userspace mode passes test 1 and says its counts are not kernel-observed.
 #[test]
 fn userspace_mode_resets_on_time() {
     if !require_root() {
         return;
     }
     let (lab, _svc) = lab_with_service();
-    let mut agent = Agent::start(&lab.vm, &["--toxicity", "100", "--reset-timeout", "300", "--total-chaos-duration", "2", "--mode", "userspace"]);
+    let mut agent = Agent::start(
+        &lab.vm,
+        &[
+            "--toxicity",
+            "100",
+            "--reset-timeout",
+            "300",
+            "--total-chaos-duration",
+            "2",
+            "--mode",
+            "userspace",
+        ],
+    );
     for _ in 0..3 {
         let c = curl(&lab.caller, &lab.url(false, 80, "/"));
         assert_eq!(c.exit, 56, "{c:?}");
-        assert!((RST_TIMEOUT_MS..=RST_TIMEOUT_MS + 50.0).contains(&c.time_ms), "{c:?}");
+        assert!(
+            (RST_TIMEOUT_MS..=RST_TIMEOUT_MS + 50.0).contains(&c.time_ms),
+            "{c:?}"
+        );
     }
     let run = agent.finish();
     assert_eq!(run.report()["mode"], "userspace");
@@ -93,7 +146,7 @@ fn userspace_mode_resets_on_time() {
     assert_clean(&lab);
 }
 
-/// 2. TOXICITY 0: every request succeeds, nothing selected, nothing reset.
+/// Shown 2: TOXICITY 0: every request succeeds, nothing selected, nothing reset.
 #[test]
 fn zero_toxicity_changes_nothing() {
     if !require_root() {
@@ -101,22 +154,41 @@ fn zero_toxicity_changes_nothing() {
     }
     let (lab, _svc) = lab_with_service();
     let mut agent = Agent::start(&lab.vm, &["--toxicity", "0", "--total-chaos-duration", "2"]);
-    let out = caller(&lab.caller, &lab.url(false, 80, "/"), &["--requests", "200", "--concurrency", "4"]);
+    let out = caller(
+        &lab.caller,
+        &lab.url(false, 80, "/"),
+        &["--requests", "200", "--concurrency", "4"],
+    );
     assert_eq!(out["succeeded"], 200, "{out}");
     let run = agent.finish();
     assert_eq!(run.u64("flows_seen"), 200, "{}", run.report());
     assert_eq!(run.u64("flows_selected"), 0);
     assert_eq!(run.u64("resets_observed"), 0);
-    assert_eq!(run.u64("proxy_accepted"), 0, "unselected traffic must not touch the proxy");
+    assert_eq!(
+        run.u64("proxy_accepted"),
+        0,
+        "unselected traffic must not touch the proxy"
+    );
     assert_clean(&lab);
 }
 
 fn thirty_percent(extra: &[&str]) -> (u64, serde_json::Value) {
     let (lab, _svc) = lab_with_service();
-    let mut args = vec!["--toxicity", "30", "--reset-timeout", "50", "--total-chaos-duration", "6"];
+    let mut args = vec![
+        "--toxicity",
+        "30",
+        "--reset-timeout",
+        "50",
+        "--total-chaos-duration",
+        "6",
+    ];
     args.extend_from_slice(extra);
     let mut agent = Agent::start(&lab.vm, &args);
-    let out = caller(&lab.caller, &lab.url(false, 80, "/"), &["--requests", "1000", "--concurrency", "40"]);
+    let out = caller(
+        &lab.caller,
+        &lab.url(false, 80, "/"),
+        &["--requests", "1000", "--concurrency", "40"],
+    );
     assert_eq!(out["requests"], 1000, "{out}");
     assert_eq!(out["other_errors"], 0, "{out}");
     let resets = out["resets"].as_u64().unwrap();
@@ -130,7 +202,7 @@ fn thirty_percent(extra: &[&str]) -> (u64, serde_json::Value) {
     (resets, r)
 }
 
-/// 3a. Exact selection: exactly 300 of 1000, and every count agrees.
+/// Shown 3a: Exact selection: exactly 300 of 1000, and every count agrees.
 #[test]
 fn exact_selection_resets_exactly_thirty_percent() {
     if !require_root() {
@@ -140,7 +212,7 @@ fn exact_selection_resets_exactly_thirty_percent() {
     assert_eq!(resets, 300);
 }
 
-/// 3b. Random selection: inside the 99.9% binomial interval (n=1000, p=0.3: 300 +- 47.7).
+/// Shown 3b: Random selection: inside the 99.9% binomial interval (n=1000, p=0.3: 300 +- 47.7).
 #[test]
 fn random_selection_is_inside_the_binomial_interval() {
     if !require_root() {
@@ -149,10 +221,13 @@ fn random_selection_is_inside_the_binomial_interval() {
     let (resets, _) = thirty_percent(&["--selection", "random"]);
     let (n, p) = (1000.0f64, 0.3f64);
     let half = 3.2905 * (n * p * (1.0 - p)).sqrt();
-    assert!((resets as f64 - n * p).abs() <= half, "{resets} outside 300 +- {half:.1}");
+    assert!(
+        (resets as f64 - n * p).abs() <= half,
+        "{resets} outside 300 +- {half:.1}"
+    );
 }
 
-/// 8b. Userspace mode, exact selection: test 3 holds with userspace counts.
+/// Shown 8b: Userspace mode, exact selection: test 3 holds with userspace counts.
 #[test]
 fn userspace_exact_selection() {
     if !require_root() {
@@ -163,20 +238,45 @@ fn userspace_exact_selection() {
     assert_eq!(r["counts_kernel_observed"], false);
 }
 
-/// 4a. After the window, and 4b after SIGTERM mid-window: clean, and the report says aborted.
+/// Shown 4a: After the window, and 4b after SIGTERM mid-window: clean, and the report says aborted.
 #[test]
 fn sigterm_mid_window_cleans_up_and_reports_aborted() {
     if !require_root() {
         return;
     }
     let (lab, _svc) = lab_with_service();
-    let agent = Agent::start(&lab.vm, &["--toxicity", "100", "--reset-timeout", "5000", "--total-chaos-duration", "60"]);
-    assert!(lab.vm.nft_ruleset().contains("reset_peer"), "table present during the window");
+    let agent = Agent::start(
+        &lab.vm,
+        &[
+            "--toxicity",
+            "100",
+            "--reset-timeout",
+            "5000",
+            "--total-chaos-duration",
+            "60",
+        ],
+    );
+    assert!(
+        lab.vm.nft_ruleset().contains("reset_peer"),
+        "table present during the window"
+    );
     // A connection held by the proxy gets its reset at once on abort.
     let caller_ns = lab.caller.name().to_owned();
     let url = lab.url(false, 80, "/");
     let held = std::thread::spawn(move || {
-        let o = std::process::Command::new("ip").args(["netns", "exec", &caller_ns, "curl", "-sS", "-o", "/dev/null", &url]).output().unwrap();
+        let o = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &caller_ns,
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                &url,
+            ])
+            .output()
+            .unwrap();
         o.status.code()
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -184,41 +284,61 @@ fn sigterm_mid_window_cleans_up_and_reports_aborted() {
     agent.signal("TERM");
     let mut agent = agent;
     let run = agent.finish_within(Duration::from_secs(10));
-    assert!(t0.elapsed() < Duration::from_secs(3), "abort took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "abort took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(run.code(), Some(3), "{}", run.stderr);
     assert_eq!(run.report()["aborted"], true);
-    assert_eq!(held.join().unwrap(), Some(56), "the held caller is reset on abort");
-    assert_eq!(run.report()["cleanup"]["verified"], true, "{}", run.report());
+    assert_eq!(
+        held.join().unwrap(),
+        Some(56),
+        "the held caller is reset on abort"
+    );
+    assert_eq!(
+        run.report()["cleanup"]["verified"],
+        true,
+        "{}",
+        run.report()
+    );
     assert_clean(&lab);
 }
 
-/// 5. kill -9 mid-window: within 1 s no table remains and new connections succeed.
+/// Shown 5: kill -9 mid-window: within 1 s no table remains and new connections succeed.
 #[test]
 fn sigkill_leaves_nothing_behind() {
     if !require_root() {
         return;
     }
     let (lab, _svc) = lab_with_service();
-    let agent = Agent::start(&lab.vm, &["--toxicity", "100", "--total-chaos-duration", "60"]);
+    let agent = Agent::start(
+        &lab.vm,
+        &["--toxicity", "100", "--total-chaos-duration", "60"],
+    );
     assert!(lab.vm.nft_ruleset().contains("reset_peer"));
     let t0 = Instant::now();
     agent.signal("KILL");
     let mut agent = agent;
     let _ = agent.finish_within(Duration::from_secs(2));
     loop {
-        let gone = !lab.vm.nft_ruleset().contains("reset_peer") && !lab.vm.bpf_attachments("ens160").contains("reset_");
+        let gone = !lab.vm.nft_ruleset().contains("reset_peer")
+            && !lab.vm.bpf_attachments("ens160").contains("reset_");
         if gone {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(1), "table or programs still present 1 s after kill -9");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "table or programs still present 1 s after kill -9"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_clean(&lab);
 }
 
-/// 6. upstream: the service never sees a selected request; downstream: it does, and the caller
-/// is still reset.
+/// Shown 6: upstream: the service never sees a selected request; downstream: it does, and the
+/// caller is still reset.
 #[test]
 fn stream_modes_decide_what_the_service_sees() {
     if !require_root() {
@@ -228,17 +348,35 @@ fn stream_modes_decide_what_the_service_sees() {
         let lab = Lab::new();
         let log = std::env::temp_dir().join(format!("{}-svc.log", lab.vm.name()));
         let svc = Service::start(&lab.vm, 80, Some(&log));
-        let mut agent = Agent::start(&lab.vm, &["--toxicity", "100", "--reset-timeout", "200", "--total-chaos-duration", "2", "--stream", stream]);
-        let c = curl(&lab.caller, &lab.url(false, 80, &format!("/selected-{stream}")));
+        let mut agent = Agent::start(
+            &lab.vm,
+            &[
+                "--toxicity",
+                "100",
+                "--reset-timeout",
+                "200",
+                "--total-chaos-duration",
+                "2",
+                "--stream",
+                stream,
+            ],
+        );
+        let c = curl(
+            &lab.caller,
+            &lab.url(false, 80, &format!("/selected-{stream}")),
+        );
         assert_eq!(c.exit, 56, "{stream}: {c:?}");
         let run = agent.finish();
         assert_eq!(run.u64("resets_observed"), 1);
-        let seen = svc.seen().iter().any(|p| p == &format!("/selected-{stream}"));
+        let seen = svc
+            .seen()
+            .iter()
+            .any(|p| p == &format!("/selected-{stream}"));
         assert_eq!(seen, service_sees, "{stream}: service log {:?}", svc.seen());
     }
 }
 
-/// 9. Bad input: message, exit code, nothing installed.
+/// Shown 9: Bad input: message, exit code, nothing installed.
 #[test]
 fn bad_input_is_refused_with_a_clear_message() {
     if !require_root() {
@@ -262,14 +400,20 @@ fn bad_input_is_refused_with_a_clear_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!lab.vm.nft_ruleset().contains("reset_peer"), "{args:?} left a table");
+        assert!(
+            !lab.vm.nft_ruleset().contains("reset_peer"),
+            "{args:?} left a table"
+        );
     }
     // Port in use: names the holder.
     let _blocker = Service::start(&lab.vm, 8080, None);
     let out = agent_once(&lab.vm, &["run", "--total-chaos-duration", "5"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("already in use") && err.contains("target-service"), "{err}");
+    assert!(
+        err.contains("already in use") && err.contains("target-service"),
+        "{err}"
+    );
     // Not enough privilege.
     let out = lab
         .vm
@@ -293,10 +437,17 @@ fn second_run_is_refused() {
     }
     let (lab, _svc) = lab_with_service();
     let mut first = Agent::start(&lab.vm, &["--total-chaos-duration", "3"]);
-    let out = agent_once(&lab.vm, &["run", "--proxy-port", "8081", "--total-chaos-duration", "3"]);
+    let out = agent_once(
+        &lab.vm,
+        &["run", "--proxy-port", "8081", "--total-chaos-duration", "3"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("another reset-agent run is active") && err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(
+        err.contains("another reset-agent run is active")
+            && err.contains(&format!("pid {}", first.pid())),
+        "{err}"
+    );
     let run = first.finish();
     assert_eq!(run.code(), Some(0));
 }
@@ -314,7 +465,14 @@ fn cleanup_and_preflight_report_their_checks() {
     let out = agent_once(&lab.vm, &["preflight"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for check in ["kernel", "cap_net_admin", "interface", "proxy_port", "nftables", "bpf"] {
+    for check in [
+        "kernel",
+        "cap_net_admin",
+        "interface",
+        "proxy_port",
+        "nftables",
+        "bpf",
+    ] {
         assert!(text.contains(check), "{check} missing:\n{text}");
     }
     assert!(text.contains("path: mode kernel"), "{text}");
@@ -323,7 +481,7 @@ fn cleanup_and_preflight_report_their_checks() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  interface"));
 }
 
-/// 4a. A connection selected just before the window closes still gets its reset on schedule
+/// Shown 4a: A connection selected just before the window closes still gets its reset on schedule
 /// after the window (the drain keeps NAT alive), and then everything is removed.
 #[test]
 fn held_connection_is_reset_after_the_window_ends() {
@@ -331,7 +489,17 @@ fn held_connection_is_reset_after_the_window_ends() {
         return;
     }
     let (lab, _svc) = lab_with_service();
-    let mut agent = Agent::start(&lab.vm, &["--toxicity", "100", "--reset-timeout", "1500", "--total-chaos-duration", "2"]);
+    let mut agent = Agent::start(
+        &lab.vm,
+        &[
+            "--toxicity",
+            "100",
+            "--reset-timeout",
+            "1500",
+            "--total-chaos-duration",
+            "2",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let c = curl(&lab.caller, &lab.url(false, 80, "/"));
     assert_eq!(c.exit, 56, "{c:?}");

@@ -30,7 +30,10 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The nightly that builds reset-ebpf (its LLVM must match bpf-linker's: LLVM 23).
 pub fn nightly() -> anyhow::Result<String> {
     let path = sh::root().join("reset-ebpf/nightly-toolchain");
-    Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_owned())
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_owned())
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -78,7 +81,8 @@ fn is_root() -> bool {
 }
 
 fn rust_components() -> anyhow::Result<()> {
-    let installed = sh::output(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    let installed = sh::output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .unwrap_or_default();
     for comp in ["clippy", "rustfmt"] {
         if !installed.lines().any(|l| l.starts_with(comp)) {
             sh::run(Command::new("rustup").args(["component", "add", comp]))?;
@@ -88,24 +92,38 @@ fn rust_components() -> anyhow::Result<()> {
 }
 
 fn sysroot(toolchain: &str) -> Option<PathBuf> {
-    sh::output(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]).env("RUSTUP_AUTO_INSTALL", "0"))
-        .map(|s| PathBuf::from(s.trim()))
+    sh::output(
+        Command::new("rustup")
+            .args(["run", toolchain, "rustc", "--print", "sysroot"])
+            .env("RUSTUP_AUTO_INSTALL", "0"),
+    )
+    .map(|s| PathBuf::from(s.trim()))
 }
 
 fn nightly_toolchain(nightly: &str) -> anyhow::Result<()> {
-    let has_src = sysroot(nightly).is_some_and(|s| s.join("lib/rustlib/src/rust/library/core").exists());
+    let has_src =
+        sysroot(nightly).is_some_and(|s| s.join("lib/rustlib/src/rust/library/core").exists());
     if has_src {
         eprintln!("setup: {nightly} with rust-src present");
         return Ok(());
     }
-    sh::run(Command::new("rustup").args(["toolchain", "install", nightly, "--profile", "minimal", "--component", "rust-src"]))
+    sh::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        nightly,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
 }
 
 /// bpf-linker links the nightly's libLLVM dynamically: build it against that library (an
 /// LLVM_PREFIX whose lib/libLLVM.so points at it) with an rpath, so it runs without
 /// LD_LIBRARY_PATH.
 fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
-    let works = sh::output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    let works = sh::output(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
     if works {
         eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} present");
         return Ok(());
@@ -118,15 +136,27 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
         .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
         .with_context(|| format!("no libLLVM in {}", lib.display()))?;
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let prefix = PathBuf::from(home).join(".cache/reset-peer").join(format!("llvm-{nightly}"));
+    let prefix = PathBuf::from(home)
+        .join(".cache/reset-peer")
+        .join(format!("llvm-{nightly}"));
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
     let mut cmd = sh::cargo();
-    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
-        .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", lib.display()));
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--force",
+    ])
+    .env("LLVM_PREFIX", &prefix)
+    .env(
+        "RUSTFLAGS",
+        format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+    );
     sh::run(&mut cmd)?;
     if !sh::ok(Command::new("bpf-linker").arg("--version")) {
         bail!("bpf-linker was installed but does not start; is ~/.cargo/bin on PATH?");
@@ -139,10 +169,21 @@ fn pyvmomi() -> anyhow::Result<()> {
         eprintln!("setup: pyvmomi present");
         return Ok(());
     }
-    let base = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pyvmomi"];
+    let base = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "pyvmomi",
+    ];
     if sh::ok(Command::new("python3").args(base)) {
         return Ok(());
     }
     // Debian's system python refuses pip installs without this flag (PEP 668).
-    sh::run(Command::new("python3").args(base).arg("--break-system-packages"))
+    sh::run(
+        Command::new("python3")
+            .args(base)
+            .arg("--break-system-packages"),
+    )
 }

@@ -5,13 +5,18 @@ use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Runs a command, inheriting stdio; fails with the command line if it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("$ {}", show(cmd));
-    let st = cmd.status().with_context(|| format!("cannot start {}", show(cmd)))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", show(cmd)))?;
     if !st.success() {
         bail!("`{}` failed ({st})", show(cmd));
     }
@@ -29,7 +34,9 @@ pub fn ok(cmd: &mut Command) -> bool {
 /// A command's stdout, if it succeeds.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn show(cmd: &Command) -> String {

@@ -3,10 +3,25 @@ use crate::sh;
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let root = sh::root();
-    sh::run(sh::cargo().current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
-    sh::run(sh::cargo().current_dir(&root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh::run(
+        sh::cargo()
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    sh::run(sh::cargo().current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The e2e tests run the workspace's binaries (agent, controller, simulator, service).
-    sh::run(sh::cargo().current_dir(&root).args(["build", "--workspace", "--bins"]))?;
+    sh::run(
+        sh::cargo()
+            .current_dir(&root)
+            .args(["build", "--workspace", "--bins"]),
+    )?;
     let mut test = sh::cargo();
     test.current_dir(&root).args(["test", "--workspace"]);
     if !extra.is_empty() {

@@ -76,13 +76,23 @@ enum Attempt {
 }
 
 fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_owned()),
         None => (rest, "/".to_owned()),
     };
-    let has_port = if hostport.starts_with('[') { hostport.contains("]:") } else { hostport.contains(':') };
-    let with_port = if has_port { hostport.to_owned() } else { format!("{hostport}:80") };
+    let has_port = if hostport.starts_with('[') {
+        hostport.contains("]:")
+    } else {
+        hostport.contains(':')
+    };
+    let with_port = if has_port {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:80")
+    };
     let addr: SocketAddr = with_port.parse()?;
     Ok((addr, hostport.to_owned(), path))
 }
@@ -92,14 +102,18 @@ async fn attempt(addr: SocketAddr, host: &str, path: &str, timeout: Duration) ->
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: reset-peer-caller\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: reset-peer-caller\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await?;
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await?;
         Ok::<_, std::io::Error>(resp)
     };
     match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(resp)) if resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.0 200") => Attempt::Ok,
+        Ok(Ok(resp)) if resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.0 200") => {
+            Attempt::Ok
+        }
         Ok(Ok(_)) => Attempt::Other,
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => Attempt::Reset(start.elapsed()),
         Ok(Err(_)) | Err(_) => Attempt::Other,
@@ -122,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
     let totals = Arc::new(Totals::default());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = (args.duration_s > 0.0).then(|| started + Duration::from_secs_f64(args.duration_s));
+    let deadline =
+        (args.duration_s > 0.0).then(|| started + Duration::from_secs_f64(args.duration_s));
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut workers = Vec::new();
     if args.progress_ms > 0 {
@@ -141,7 +156,14 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     for _ in 0..args.concurrency.max(1) {
-        let (args, totals, next, sem, host, path) = (args.clone(), totals.clone(), next.clone(), sem.clone(), host.clone(), path.clone());
+        let (args, totals, next, sem, host, path) = (
+            args.clone(),
+            totals.clone(),
+            next.clone(),
+            sem.clone(),
+            host.clone(),
+            path.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Relaxed);
@@ -149,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
                     return;
                 }
                 let _permit = sem.acquire().await;
-                let p = if args.unique_paths { format!("{}/{n}", path.trim_end_matches('/')) } else { path.clone() };
+                let p = if args.unique_paths {
+                    format!("{}/{n}", path.trim_end_matches('/'))
+                } else {
+                    path.clone()
+                };
                 let t0 = Instant::now();
                 totals.requests.fetch_add(1, Relaxed);
                 let mut ok = false;
@@ -162,7 +188,11 @@ async fn main() -> anyhow::Result<()> {
                         }
                         Attempt::Reset(after) => {
                             totals.resets.fetch_add(1, Relaxed);
-                            totals.reset_after_us.lock().unwrap_or_else(|e| e.into_inner()).push(after.as_micros() as u64);
+                            totals
+                                .reset_after_us
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(after.as_micros() as u64);
                         }
                         Attempt::Other => {
                             totals.other_errors.fetch_add(1, Relaxed);
@@ -178,7 +208,11 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     totals.failed.fetch_add(1, Relaxed);
                 }
-                totals.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).push(t0.elapsed().as_micros() as u64);
+                totals
+                    .latencies_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t0.elapsed().as_micros() as u64);
                 if args.interval_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
                 }
@@ -188,8 +222,16 @@ async fn main() -> anyhow::Result<()> {
     for w in workers {
         w.await?;
     }
-    let mut lat = totals.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut ra = totals.reset_after_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut lat = totals
+        .latencies_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut ra = totals
+        .reset_after_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let requests = totals.requests.load(Relaxed);
     let succeeded = totals.succeeded.load(Relaxed);
     let summary = json!({

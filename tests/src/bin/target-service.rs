@@ -27,7 +27,12 @@ async fn main() -> anyhow::Result<()> {
     // [::] accepts IPv4 too (bindv6only=0 in the lab namespaces).
     let listener = TcpListener::bind(("::", args.port)).await?;
     let log = match &args.log {
-        Some(p) => Some(Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))),
+        Some(p) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ))),
         None => None,
     };
     println!("listening on {}", args.port);
@@ -63,7 +68,11 @@ async fn serve(mut s: TcpStream, log: Option<Arc<Mutex<std::fs::File>>>) {
             let _ = writeln!(f, "{path}");
         }
         let close = head.to_ascii_lowercase().contains("connection: close");
-        let body: &[u8] = if path == "/health" { b"ok\n" } else { b"hello from the target service\n" };
+        let body: &[u8] = if path == "/health" {
+            b"ok\n"
+        } else {
+            b"hello from the target service\n"
+        };
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
             body.len(),

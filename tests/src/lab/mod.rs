@@ -21,11 +21,38 @@ impl Lab {
     pub fn new() -> Lab {
         let vm = Netns::new("rpvm");
         let caller = Netns::new("rpcl");
-        run_ip(&["link", "add", "ens160", "netns", vm.name(), "type", "veth", "peer", "name", "eth0", "netns", caller.name()]);
+        run_ip(&[
+            "link",
+            "add",
+            "ens160",
+            "netns",
+            vm.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            caller.name(),
+        ]);
         vm.ip(&["addr", "add", &format!("{VM_V4}/24"), "dev", "ens160"]);
-        vm.ip(&["addr", "add", &format!("{VM_V6}/64"), "dev", "ens160", "nodad"]);
+        vm.ip(&[
+            "addr",
+            "add",
+            &format!("{VM_V6}/64"),
+            "dev",
+            "ens160",
+            "nodad",
+        ]);
         caller.ip(&["addr", "add", &format!("{CALLER_V4}/24"), "dev", "eth0"]);
-        caller.ip(&["addr", "add", &format!("{CALLER_V6}/64"), "dev", "eth0", "nodad"]);
+        caller.ip(&[
+            "addr",
+            "add",
+            &format!("{CALLER_V6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
         vm.ip(&["link", "set", "ens160", "up"]);
         caller.ip(&["link", "set", "eth0", "up"]);
         Lab { caller, vm }
@@ -33,7 +60,11 @@ impl Lab {
 
     /// `http://198.18.0.2:PORT/PATH` or the IPv6 form.
     pub fn url(&self, v6: bool, port: u16, path: &str) -> String {
-        if v6 { format!("http://[{VM_V6}]:{port}{path}") } else { format!("http://{VM_V4}:{port}{path}") }
+        if v6 {
+            format!("http://[{VM_V6}]:{port}{path}")
+        } else {
+            format!("http://{VM_V4}:{port}{path}")
+        }
     }
 }
 
@@ -45,5 +76,10 @@ impl Default for Lab {
 
 pub(crate) fn run_ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -51,7 +51,11 @@ impl Netns {
     /// stdout of a command inside the namespace, asserting success.
     pub fn stdout(&self, program: &str, args: &[&str]) -> String {
         let out = self.output(program, args);
-        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -68,9 +72,16 @@ impl Netns {
 
     /// Pids of processes inside the namespace.
     pub fn pids(&self) -> Vec<u32> {
-        let out = Command::new("ip").args(["netns", "pids", &self.name]).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
-            .unwrap_or_default()
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -79,6 +90,8 @@ impl Drop for Netns {
         for pid in self.pids() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
