@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Write the JSON report here at the end (also on abort).
     #[arg(long, env = "REPORT", value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464), path /metrics.
+    #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]

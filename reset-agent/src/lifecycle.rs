@@ -23,6 +23,7 @@ use crate::{
     ebpf::{self, Globals, Observer},
     host,
     instance::{Instance, InstanceError},
+    metrics::Metrics,
     nft::{self, NftError, Redirect, RedirectSpec},
     proxy::{self, Phase, ProxyConfig, Stats, UserspaceSelector, Verdict},
     report::{Percentiles, Report, now_rfc3339},
@@ -67,6 +68,12 @@ pub enum RunError {
     KernelUnavailable(String),
     #[error("installing the nftables redirect failed: {0}")]
     Nft(#[from] NftError),
+    #[error("cannot serve metrics on {addr}: {source}; choose another METRICS_LISTEN")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("setting up signal handlers failed: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -133,7 +140,11 @@ pub struct Outcome {
 }
 
 /// Runs one fault window. Returns the report (also written to `report_path`).
-pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, RunError> {
+pub async fn run(
+    cfg: Config,
+    report_path: Option<PathBuf>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<Outcome, RunError> {
     check_environment(&cfg)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -149,6 +160,14 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
         warn!(removed = ?stale, "removed leftovers of an earlier run");
     }
     let listeners = bind_proxy(cfg.proxy_port)?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(|source| RunError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     spawn_deadline(&cfg);
 
     let mut report = Report::new(&cfg);
@@ -238,6 +257,13 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
     report.nft_table_owned = redirect.owned;
 
     let stats = Arc::new(Stats::default());
+    let metrics = metrics_listener.map(|l| {
+        let host = nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default();
+        let m = Metrics::new(&host, cfg.target_port, cfg.reset_timeout);
+        let _ = stats.metrics.set(m.clone());
+        let server = tokio::spawn(crate::metrics::serve(l, m.clone()));
+        (m, server)
+    });
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let verdict = match &observer {
         Some(o) => Verdict::Kernel(o.flows()),
@@ -280,12 +306,14 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
     let window_end = Instant::now() + cfg.duration;
     let mut progress = tokio::time::interval(Duration::from_secs(5));
     progress.tick().await;
+    let mut refresh = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(window_end) => break,
             _ = sigint.recv() => { aborted = true; break; }
             _ = sigterm.recv() => { aborted = true; break; }
             _ = progress.tick() => log_progress(observer.as_ref(), &stats, window_end),
+            _ = refresh.tick() => update_metrics(metrics.as_ref().map(|m| &m.0), observer.as_ref(), &stats, true),
         }
     }
 
@@ -366,6 +394,22 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
     }
     report.cleanup.verified = verify(&cfg);
 
+    if let Some((m, server)) = &metrics {
+        m.update(crate::metrics::Snapshot {
+            flows_seen: report.flows_seen,
+            flows_selected: report.flows_selected,
+            resets_observed: report.resets_observed,
+            proxy_accepted: report.proxy_accepted,
+            resets_issued: report.resets_issued,
+            held: 0,
+            window_open: false,
+        });
+        // Final values stay scrapeable during the ramp after the window.
+        if aborted || cfg.ramp.is_zero() {
+            server.abort();
+        }
+    }
+
     // Ramp after the window (skipped on abort).
     if !aborted && !cfg.ramp.is_zero() {
         info!(seconds = cfg.ramp.as_secs(), "ramp after the window");
@@ -377,6 +421,27 @@ pub async fn run(cfg: Config, report_path: Option<PathBuf>) -> Result<Outcome, R
     }
     finish(&mut report, report_path.as_deref());
     Ok(Outcome { report })
+}
+
+fn update_metrics(metrics: Option<&Metrics>, observer: Option<&Observer>, stats: &Stats, window_open: bool) {
+    let Some(m) = metrics else { return };
+    let held = stats.held.load(Relaxed);
+    let (flows_seen, flows_selected, resets_observed) = match observer.and_then(|o| o.counters().ok()) {
+        Some(c) => (c.flows_seen, c.flows_selected, c.resets_observed),
+        None => {
+            let issued = stats.resets_issued.load(Relaxed);
+            (stats.accepted.load(Relaxed), stats.selected.load(Relaxed), issued)
+        }
+    };
+    m.update(crate::metrics::Snapshot {
+        flows_seen,
+        flows_selected,
+        resets_observed,
+        proxy_accepted: stats.accepted.load(Relaxed),
+        resets_issued: stats.resets_issued.load(Relaxed),
+        held,
+        window_open,
+    });
 }
 
 fn fill_from_stats(report: &mut Report, stats: &Stats) {

@@ -14,6 +14,7 @@ mod ebpf;
 mod host;
 mod instance;
 mod lifecycle;
+mod metrics;
 mod nft;
 mod preflight;
 mod proxy;
@@ -50,7 +51,17 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => match resolve(&args.fault) {
             Err(e) => usage_error(&e),
-            Ok(cfg) => run(cfg, args.report),
+            Ok(cfg) => match args.metrics_listen.as_deref().map(str::parse::<std::net::SocketAddr>) {
+                Some(Err(_)) => {
+                    eprintln!(
+                        "reset-agent: error: METRICS_LISTEN must be an address such as 127.0.0.1:9464, got {:?}",
+                        args.metrics_listen.unwrap_or_default()
+                    );
+                    2
+                }
+                Some(Ok(addr)) => run(cfg, args.report, Some(addr)),
+                None => run(cfg, args.report, None),
+            },
         },
         Command::Preflight(args) => match resolve(&args) {
             Err(e) => usage_error(&e),
@@ -66,7 +77,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(cfg: Config, report: Option<std::path::PathBuf>) -> i32 {
+fn run(cfg: Config, report: Option<std::path::PathBuf>, metrics: Option<std::net::SocketAddr>) -> i32 {
     raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,7 +89,7 @@ fn run(cfg: Config, report: Option<std::path::PathBuf>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(lifecycle::run(cfg, report)) {
+    match rt.block_on(lifecycle::run(cfg, report, metrics)) {
         Ok(outcome) => {
             print!("{}", outcome.report.summary());
             if outcome.report.aborted { 3 } else { 0 }

@@ -80,12 +80,17 @@ pub struct Stats {
     pub caller_gone: AtomicU64,
     /// Caller-side delay from first byte to reset, microseconds (bounded sample).
     pub delays_us: std::sync::Mutex<Vec<u64>>,
+    /// Set when metrics are served: every reset delay is observed there too.
+    pub metrics: std::sync::OnceLock<crate::metrics::Metrics>,
 }
 
 const MAX_DELAY_SAMPLES: usize = 1_000_000;
 
 impl Stats {
     pub(crate) fn record_delay(&self, d: Duration) {
+        if let Some(m) = self.metrics.get() {
+            m.observe_delay(d);
+        }
         let mut v = self.delays_us.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() < MAX_DELAY_SAMPLES {
             v.push(d.as_micros() as u64);
