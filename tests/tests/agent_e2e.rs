@@ -510,3 +510,40 @@ fn held_connection_is_reset_after_the_window_ends() {
     assert_eq!(run.report()["cleanup"]["verified"], true);
     assert_clean(&lab);
 }
+
+/// Only redirected flows reach the proxy: a direct connection to PROXY_PORT is refused, and
+/// the agent refuses to run from a world-writable directory.
+#[test]
+fn proxy_refuses_direct_connections_and_unsafe_paths() {
+    if !require_root() {
+        return;
+    }
+    let (lab, _svc) = lab_with_service();
+    let mut agent = Agent::start(&lab.vm, &["--toxicity", "0", "--total-chaos-duration", "2"]);
+    let c = curl(&lab.caller, &lab.url(false, 8080, "/"));
+    assert_ne!(
+        c.exit, 0,
+        "a direct connection to the proxy must fail: {c:?}"
+    );
+    assert_ne!(c.http_code, "200");
+    let run = agent.finish();
+    assert_eq!(run.u64("proxy_refused_direct"), 1, "{}", run.report());
+    assert_eq!(run.u64("proxy_accepted"), 0);
+
+    let dir = std::env::temp_dir().join(format!("{}-ww", lab.vm.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let exe = dir.join("reset-agent");
+    std::fs::copy(reset_tests::bin("reset-agent"), &exe).unwrap();
+    let out = lab
+        .vm
+        .command(&exe)
+        .args(["run", "--total-chaos-duration", "2"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writable by every user"), "{err}");
+    assert!(!lab.vm.nft_ruleset().contains("reset_peer"));
+}
