@@ -1,7 +1,14 @@
 //! Command-line parsing (clap): the only place that knows flags. Every flag also
 //! reads the environment variable named in capitals. Passwords have no flag: they
 //! come from GOVC_PASSWORD / VM_PASSWORD or from a file named by a flag.
+//!
+//! Exit codes of `run`: 0 every VM ok (and the probe, if any, passed); 1 a VM
+//! failed, or the controller could not start (agent binary unreadable,
+//! METRICS_LISTEN not bindable); 2 usage error (a flag or variable is malformed or
+//! out of range); 3 every VM ok but the probe's verdict is fail; 130 aborted by
+//! SIGINT/SIGTERM. When several apply, the first of 130, 1, 3 wins.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +17,8 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use reset_controller::config::{
-    self, FaultSettings, Mode, RunConfig, Selection, Sequence, Stream, Targets, VcenterSettings,
+    self, FaultSettings, MetricsSettings, Mode, RunConfig, Selection, Sequence, Stream, Targets,
+    VcenterSettings,
 };
 use reset_controller::vcenter::ConnectOptions;
 
@@ -178,6 +186,44 @@ pub struct RunArgs {
     /// Write the JSON report here (mode 0600).
     #[arg(long, env = "REPORT")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// The HTTP probe with an SLO verdict (`run` only).
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Probe this http:// URL (IPv4, [IPv6] or DNS name) during the fault window: a
+    /// GET on a new connection every PROBE_INTERVAL; the verdict fails (exit code 3
+    /// when every VM is fine) if more than PROBE_MAX_ERROR_PERCENT of attempts got
+    /// a reset or another error. Statuses 200-399 count as success.
+    #[arg(long, env = "PROBE_URL")]
+    pub probe_url: Option<String>,
+    /// Milliseconds between probe attempt starts (attempts may overlap).
+    #[arg(long, env = "PROBE_INTERVAL", default_value_t = 1000)]
+    pub probe_interval: u64,
+    /// Milliseconds one probe attempt may take before it counts as an error.
+    #[arg(long, env = "PROBE_TIMEOUT", default_value_t = 5000)]
+    pub probe_timeout: u64,
+    /// Highest percentage of failed probe attempts (resets + other errors) that
+    /// still passes, 0-100.
+    #[arg(long, env = "PROBE_MAX_ERROR_PERCENT", default_value_t = 5.0)]
+    pub probe_max_error_percent: f64,
+}
+
+/// The Prometheus endpoint (`run` only).
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics during the
+    /// run, e.g. 127.0.0.1:9464 or [::]:9464.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds to keep serving after the run ends (after the report is printed),
+    /// so a scraper can read the final values; ignored without --metrics-listen.
+    #[arg(long, env = "METRICS_LINGER", default_value_t = 0)]
+    pub metrics_linger: u64,
 }
 
 /// `preflight`.
@@ -279,58 +325,22 @@ impl RunArgs {
                 SequenceArg::Parallel => Sequence::Parallel,
                 SequenceArg::Serial => Sequence::Serial,
             },
+            probe: match &self.probe.probe_url {
+                Some(url) => Some(config::probe_settings(
+                    url,
+                    self.probe.probe_interval,
+                    self.probe.probe_timeout,
+                    self.probe.probe_max_error_percent,
+                )?),
+                None => None,
+            },
+            metrics: self.metrics.metrics_listen.map(|listen| MetricsSettings {
+                listen,
+                linger: Duration::from_secs(self.metrics.metrics_linger),
+            }),
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_match_the_seed() {
-        let cli = Cli::try_parse_from([
-            "reset-controller",
-            "run",
-            "--govc-url",
-            "h",
-            "--govc-username",
-            "u",
-            "--vm-name",
-            "a,b",
-        ])
-        .unwrap();
-        let Command::Run(r) = cli.command else {
-            panic!()
-        };
-        let f = r.fault.resolve().unwrap();
-        assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
-        assert_eq!(f.network_interface, "ens160");
-        assert_eq!(f.toxicity, 100.0);
-        assert_eq!(f.reset_timeout, Duration::from_millis(2000));
-        assert_eq!(f.total_chaos_duration, Duration::from_secs(30));
-        assert_eq!((r.ramp_time, r.chaos_interval), (0, 10));
-        assert!(matches!(r.sequence, SequenceArg::Parallel));
-        assert!(r.vc.govc_insecure);
-        assert_eq!(r.targets.vm_user_name, "root");
-    }
-
-    #[test]
-    fn there_is_no_password_flag() {
-        for flag in ["--vm-password", "--govc-password", "--password"] {
-            let r = Cli::try_parse_from([
-                "reset-controller",
-                "run",
-                "--govc-url",
-                "h",
-                "--govc-username",
-                "u",
-                "--vm-name",
-                "a",
-                flag,
-                "x",
-            ]);
-            assert!(r.is_err(), "{flag} must not exist");
-        }
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::probe::{ProbeSettings, ProbeTarget, TargetError};
 use crate::secret::Secret;
 use crate::vcenter::ConnectOptions;
 
@@ -120,6 +121,19 @@ pub struct RunConfig {
     pub chaos_interval: Duration,
     /// SEQUENCE.
     pub sequence: Sequence,
+    /// The HTTP probe, when PROBE_URL is set.
+    pub probe: Option<ProbeSettings>,
+    /// The metrics endpoint, when METRICS_LISTEN is set.
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// Where and how long `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// METRICS_LISTEN.
+    pub listen: std::net::SocketAddr,
+    /// METRICS_LINGER: how long to keep serving after the run ends.
+    pub linger: Duration,
 }
 
 /// Why a setting was rejected.
@@ -150,6 +164,40 @@ pub enum ConfigError {
         "reset-agent binary {0} not found: build it (cargo build -p reset-agent) or pass --agent PATH"
     )]
     NoAgent(String),
+    /// PROBE_URL is malformed.
+    #[error(transparent)]
+    ProbeUrl(#[from] TargetError),
+    /// PROBE_MAX_ERROR_PERCENT out of range.
+    #[error("PROBE_MAX_ERROR_PERCENT {0} is out of range: use a percentage from 0 to 100")]
+    ProbeMaxErrorPercent(f64),
+    /// PROBE_INTERVAL or PROBE_TIMEOUT is zero.
+    #[error("{0} must be at least 1 ms")]
+    ProbeZero(&'static str),
+}
+
+/// Check and type the probe settings (interval and timeout in ms).
+pub fn probe_settings(
+    url: &str,
+    interval_ms: u64,
+    timeout_ms: u64,
+    max_error_percent: f64,
+) -> Result<ProbeSettings, ConfigError> {
+    let target = ProbeTarget::parse(url)?;
+    if !(max_error_percent.is_finite() && (0.0..=100.0).contains(&max_error_percent)) {
+        return Err(ConfigError::ProbeMaxErrorPercent(max_error_percent));
+    }
+    if interval_ms == 0 {
+        return Err(ConfigError::ProbeZero("PROBE_INTERVAL"));
+    }
+    if timeout_ms == 0 {
+        return Err(ConfigError::ProbeZero("PROBE_TIMEOUT"));
+    }
+    Ok(ProbeSettings {
+        target,
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        max_error_percent,
+    })
 }
 
 /// Split VM_NAME on commas; trims, drops duplicates, rejects empty items.
@@ -213,5 +261,24 @@ mod tests {
         assert!(check_toxicity(100.0).is_ok());
         assert!(check_toxicity(100.1).is_err());
         assert!(check_toxicity(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn probe_bounds() {
+        let p = probe_settings("http://[2001:db8::2]/health", 250, 5000, 5.0).unwrap();
+        assert_eq!(p.interval, Duration::from_millis(250));
+        assert_eq!(p.target.port, 80);
+        assert!(matches!(
+            probe_settings("https://h/", 1000, 5000, 5.0),
+            Err(ConfigError::ProbeUrl(_))
+        ));
+        for bad in [-1.0, 100.5, f64::NAN] {
+            assert!(matches!(
+                probe_settings("http://h/", 1000, 5000, bad),
+                Err(ConfigError::ProbeMaxErrorPercent(_))
+            ));
+        }
+        assert!(probe_settings("http://h/", 0, 5000, 5.0).is_err());
+        assert!(probe_settings("http://h/", 1000, 0, 5.0).is_err());
     }
 }

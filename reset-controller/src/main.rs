@@ -11,11 +11,72 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, Output};
+use reset_controller::config::MetricsSettings;
+use reset_controller::metrics::{Metrics, serve};
 use reset_controller::orchestrate::{self, abort::Abort};
 use reset_controller::output;
+use reset_controller::report::RunReport;
 
 /// Exit code after an abort by SIGINT/SIGTERM.
 const EXIT_ABORTED: u8 = 130;
+/// Exit code when every VM is fine but the probe's verdict is fail.
+const EXIT_PROBE_FAILED: u8 = 3;
+
+/// `run`'s exit code: 130 aborted, 1 a VM failed, 3 probe verdict fail, else 0.
+fn run_exit_code(report: &RunReport) -> ExitCode {
+    if report.aborted {
+        ExitCode::from(EXIT_ABORTED)
+    } else if !report.vms_ok() {
+        ExitCode::FAILURE
+    } else if report.probe_failed() {
+        ExitCode::from(EXIT_PROBE_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The running metrics endpoint.
+struct MetricsEndpoint {
+    settings: MetricsSettings,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsEndpoint {
+    async fn start(settings: MetricsSettings, metrics: &Metrics) -> Result<Self> {
+        let listener = serve::bind(settings.listen).await?;
+        let addr = listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve::serve(listener, metrics.clone(), async {
+            let _ = rx.await;
+        }));
+        eprintln!("metrics: serving http://{addr}/metrics");
+        Ok(Self {
+            settings,
+            addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Keep serving for the linger time (cut short by an abort), then stop.
+    async fn finish(self, abort: &Abort) {
+        let linger = self.settings.linger;
+        if !linger.is_zero() && !abort.is_set() {
+            eprintln!(
+                "metrics: run finished; serving final values on http://{}/metrics for {} s",
+                self.addr,
+                linger.as_secs()
+            );
+            abort.sleep(linger).await;
+        }
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,9 +118,14 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let agent = read_agent(&cfg.targets.agent)?;
+            let metrics = Metrics::new();
+            let endpoint = match cfg.metrics {
+                Some(m) => Some(MetricsEndpoint::start(m, &metrics).await?),
+                None => None,
+            };
             let (handle, abort) = Abort::new();
             tokio::spawn(watch_signals(handle));
-            let run = orchestrate::run(&cfg, &agent, &abort, cli.quiet);
+            let run = orchestrate::run(&cfg, &agent, &abort, cli.quiet, &metrics);
             let backstop = async {
                 abort.wait().await;
                 tokio::time::sleep(
@@ -84,13 +150,10 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 Output::Json => println!("{json}"),
             }
             std::io::stdout().flush().ok();
-            Ok(if report.aborted {
-                ExitCode::from(EXIT_ABORTED)
-            } else if report.vms.iter().any(|v| v.failed()) {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            if let Some(e) = endpoint {
+                e.finish(&abort).await;
+            }
+            Ok(run_exit_code(&report))
         }
         Command::Preflight(args) => {
             let resolved = (|| {

@@ -1,5 +1,6 @@
 //! The final table on stdout: one row per VM.
 
+use crate::probe::{ProbeReport, Verdict};
 use crate::report::{RunReport, VmReport};
 
 fn num(v: Option<u64>) -> String {
@@ -29,7 +30,33 @@ fn row(v: &VmReport) -> [String; 8] {
     ]
 }
 
-/// Render the table, then one line per failed VM with its error.
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+/// `probe http://...: FAIL (20 attempts: 0 ok, 20 resets, 0 other errors; 100.0% errors > max 5%; latency p50 .. p99 ..)`.
+fn probe_line(p: &ProbeReport) -> String {
+    let (word, cmp) = match p.verdict {
+        Verdict::Pass => ("PASS", "<="),
+        Verdict::Fail => ("FAIL", ">"),
+    };
+    let errors = p.error_percent.map_or_else(
+        || "no attempt made".to_string(),
+        |e| format!("{e:.1}% errors {cmp} max {}%", p.max_error_percent),
+    );
+    format!(
+        "probe {}: {word} ({} attempts: {} ok, {} resets, {} other errors; {errors}; latency p50 {} p99 {})\n",
+        p.url,
+        p.attempts,
+        p.ok,
+        p.resets,
+        p.other_errors,
+        ms(p.latency_ms.p50),
+        ms(p.latency_ms.p99),
+    )
+}
+
+/// Render the table, one line per failed VM with its error, then the probe line.
 pub fn table(r: &RunReport) -> String {
     const HEAD: [&str; 8] = [
         "VM",
@@ -68,6 +95,9 @@ pub fn table(r: &RunReport) -> String {
         if let Some(e) = &v.error {
             out.push_str(&format!("{}: {e}\n", v.vm));
         }
+    }
+    if let Some(p) = &r.probe {
+        out.push_str(&probe_line(p));
     }
     out
 }
@@ -118,6 +148,20 @@ mod tests {
             ramp_time_s: 0,
             chaos_interval_s: 10,
             vms: vec![ok, bad],
+            probe: Some(crate::probe::ProbeReport {
+                url: "http://198.18.0.2/health".into(),
+                attempts: 20,
+                ok: 0,
+                resets: 19,
+                other_errors: 1,
+                error_percent: Some(100.0),
+                max_error_percent: 5.0,
+                verdict: Verdict::Fail,
+                latency_ms: crate::probe::verdict::Latency {
+                    p50: Some(2001.4),
+                    p99: Some(5000.0),
+                },
+            }),
         };
         let t = table(&r);
         let lines: Vec<&str> = t.lines().collect();
@@ -131,5 +175,10 @@ mod tests {
         );
         assert!(lines[2].starts_with("db-01   failed"), "{t}");
         assert!(lines[3].contains("check VM_USER_NAME/VM_PASSWORD"));
+        assert_eq!(
+            lines[4],
+            "probe http://198.18.0.2/health: FAIL (20 attempts: 0 ok, 19 resets, 1 other errors; 100.0% errors > max 5%; latency p50 2001.4 ms p99 5000.0 ms)"
+        );
+        assert_eq!(lines.len(), 5);
     }
 }

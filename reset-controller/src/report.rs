@@ -16,6 +16,8 @@ pub struct Delay {
     pub p99: Option<f64>,
     /// Maximum.
     pub max: Option<f64>,
+    /// Resets measured.
+    pub samples: Option<u64>,
 }
 
 /// What the agent says about its own cleanup.
@@ -136,6 +138,23 @@ pub struct RunReport {
     pub chaos_interval_s: u64,
     /// One entry per VM, in VM_NAME order.
     pub vms: Vec<VmReport>,
+    /// The HTTP probe's counts and verdict, when PROBE_URL was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeReport>,
+}
+
+impl RunReport {
+    /// Every VM ran to the end without error.
+    pub fn vms_ok(&self) -> bool {
+        !self.vms.iter().any(VmReport::failed)
+    }
+
+    /// The probe ran and its verdict is fail.
+    pub fn probe_failed(&self) -> bool {
+        self.probe
+            .as_ref()
+            .is_some_and(|p| p.verdict == crate::probe::Verdict::Fail)
+    }
 }
 
 #[cfg(test)]

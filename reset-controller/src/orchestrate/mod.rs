@@ -5,12 +5,17 @@
 //! Serial: one after another, each for TOTAL_CHAOS_DURATION, CHAOS_INTERVAL between
 //! the end of one and the start of the next. RAMP_TIME is waited before the first
 //! injection and after the last. One VM's failure never stops the others.
+//!
+//! The fault window (`window`) opens when the first agent starts and closes when the
+//! last injection has ended; the HTTP probe runs inside it. Phases and the agents'
+//! counters are recorded into the run's metrics as they happen.
 
 pub mod abort;
 pub mod error;
 pub mod launcher;
 pub mod progress;
 pub mod vm;
+pub mod window;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,12 +23,15 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::config::{RunConfig, Sequence, Targets, VcenterSettings};
+use crate::metrics::Metrics;
+use crate::probe::{self, ProbeReport, ProbeSettings};
 use crate::report::{RunReport, VmReport};
 use crate::vcenter::{Guest, GuestAuth, Session, VcError, inventory};
 use abort::{ABORT_BUDGET, Abort};
 use error::VmError;
 use progress::Progress;
 use vm::VmRun;
+use window::FaultWindow;
 
 /// Extra time past the window before an agent counts as hung.
 const GRACE: Duration = Duration::from_secs(30);
@@ -40,11 +48,16 @@ struct Connected {
     login_at: Instant,
 }
 
-async fn connect(vc: &VcenterSettings, targets: &Targets, progress: &Progress) -> Connected {
+async fn connect(
+    vc: &VcenterSettings,
+    targets: &Targets,
+    progress: &Progress,
+    metrics: &Metrics,
+) -> Connected {
     let mut runs: Vec<(VmRun, Option<Guest>)> = targets
         .vms
         .iter()
-        .map(|n| (VmRun::new(n, progress.clone()), None))
+        .map(|n| (VmRun::new(n, progress.clone(), metrics.clone()), None))
         .collect();
     let login_at = Instant::now();
     for (r, _) in &mut runs {
@@ -135,28 +148,64 @@ async fn collect_ordered(mut set: JoinSet<(usize, VmRun)>, n: usize) -> Vec<VmRu
     slots.into_iter().flatten().collect()
 }
 
-async fn inject_one(mut r: VmRun, cfg: &RunConfig, abort: &Abort, login_at: Instant) -> VmRun {
+async fn inject_one(
+    mut r: VmRun,
+    cfg: &RunConfig,
+    abort: &Abort,
+    login_at: Instant,
+    fault_window: &FaultWindow,
+) -> VmRun {
     if r.launcher().is_none() {
         return r;
     }
     let window = cfg.fault.total_chaos_duration;
     let grace = GRACE + cfg.fault.reset_timeout;
-    if let Err(e) = r.inject(window, grace, abort, login_at).await {
+    if let Err(e) = r.inject(window, grace, abort, login_at, fault_window).await {
         r.fail(&e);
     }
     r.remove().await;
+    r.record_end();
     r
 }
 
+/// Start the probe: it waits for the window to open, probes until it closes, and
+/// stops at once on abort.
+fn spawn_probe(
+    settings: ProbeSettings,
+    window: &FaultWindow,
+    abort: &Abort,
+    metrics: &Metrics,
+) -> tokio::task::JoinHandle<ProbeReport> {
+    let (mut w, abort, metrics) = (window.watch(), abort.clone(), metrics.clone());
+    tokio::spawn(async move {
+        if !w.opened().await {
+            return probe::not_run(&settings, &metrics);
+        }
+        probe::run(&settings, w.closed(), abort.wait(), &metrics).await
+    })
+}
+
 /// Run the fault on every VM in `cfg`; returns the report (never fails as a whole).
-pub async fn run(cfg: &RunConfig, agent: &Bytes, abort: &Abort, quiet: bool) -> RunReport {
+/// Phases, agent counters and probe counts go to `metrics` as they happen.
+pub async fn run(
+    cfg: &RunConfig,
+    agent: &Bytes,
+    abort: &Abort,
+    quiet: bool,
+    metrics: &Metrics,
+) -> RunReport {
     let started_at = now_rfc3339();
     let progress = Progress::new(Instant::now(), &cfg.targets.vms, quiet);
+    let fault_window = FaultWindow::default();
+    let probe_task = cfg
+        .probe
+        .clone()
+        .map(|p| spawn_probe(p, &fault_window, abort, metrics));
     let Connected {
         session,
         runs,
         login_at,
-    } = connect(&cfg.vcenter, &cfg.targets, &progress).await;
+    } = connect(&cfg.vcenter, &cfg.targets, &progress, metrics).await;
     let config = crate::agent_config::render(&cfg.fault);
     let mut runs = stage_all(runs, agent, &config).await;
 
@@ -174,8 +223,8 @@ pub async fn run(cfg: &RunConfig, agent: &Bytes, abort: &Abort, quiet: bool) -> 
             let mut set = JoinSet::new();
             let n = runs.len();
             for (i, r) in runs.into_iter().enumerate() {
-                let (cfg, abort) = (cfg.clone(), abort.clone());
-                set.spawn(async move { (i, inject_one(r, &cfg, &abort, login_at).await) });
+                let (cfg, abort, w) = (cfg.clone(), abort.clone(), fault_window.clone());
+                set.spawn(async move { (i, inject_one(r, &cfg, &abort, login_at, &w).await) });
             }
             collect_ordered(set, n).await
         }
@@ -195,11 +244,39 @@ pub async fn run(cfg: &RunConfig, agent: &Bytes, abort: &Abort, quiet: bool) -> 
                     abort.sleep(cfg.chaos_interval).await;
                 }
                 first &= r.launcher().is_none();
-                done.push(inject_one(r, cfg, abort, login_at).await);
+                done.push(inject_one(r, cfg, abort, login_at, &fault_window).await);
             }
             done
         }
     };
+    fault_window.close();
+    let probe = match probe_task {
+        Some(t) => match t.await {
+            Ok(p) => {
+                progress.line(
+                    "*",
+                    &format!(
+                        "probe {}: {} attempts, {} ok, {} resets, {} other errors: verdict {}",
+                        p.url,
+                        p.attempts,
+                        p.ok,
+                        p.resets,
+                        p.other_errors,
+                        p.verdict.as_str()
+                    ),
+                );
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the probe task panicked");
+                None
+            }
+        },
+        None => None,
+    };
+    for r in &runs {
+        r.record_end();
+    }
     if staged && !ramp.is_zero() && !abort.is_set() {
         progress.line(
             "*",
@@ -222,6 +299,7 @@ pub async fn run(cfg: &RunConfig, agent: &Bytes, abort: &Abort, quiet: bool) -> 
         ramp_time_s: ramp.as_secs(),
         chaos_interval_s: cfg.chaos_interval.as_secs(),
         vms: runs.into_iter().map(|r| r.report).collect(),
+        probe,
     }
 }
 
@@ -248,7 +326,8 @@ pub async fn agent_command(
     quiet: bool,
 ) -> Vec<CommandResult> {
     let progress = Progress::new(Instant::now(), &targets.vms, quiet);
-    let Connected { session, runs, .. } = connect(vc, targets, &progress).await;
+    let Connected { session, runs, .. } =
+        connect(vc, targets, &progress, &Metrics::default()).await;
     let runs = stage_all(runs, agent, config.unwrap_or("")).await;
     let with_config = config.is_some();
     let mut set = JoinSet::new();

@@ -8,7 +8,9 @@ use super::abort::{ABORT_BUDGET, Abort};
 use super::error::{VmError, exit_meaning};
 use super::launcher::{Launcher, WaitOutcome};
 use super::progress::Progress;
-use crate::report::VmReport;
+use super::window::FaultWindow;
+use crate::metrics::{Metrics, Phase};
+use crate::report::{AgentReport, VmReport};
 use crate::vcenter::{Guest, VcError};
 
 /// Largest agent report accepted.
@@ -60,11 +62,13 @@ pub struct VmRun {
     launcher: Option<Launcher>,
     dir: Option<GuestDir>,
     progress: Progress,
+    metrics: Metrics,
 }
 
 impl VmRun {
     /// A row for `name`, not yet bound to a guest.
-    pub fn new(name: &str, progress: Progress) -> Self {
+    pub fn new(name: &str, progress: Progress, metrics: Metrics) -> Self {
+        metrics.phase(name, Phase::Pending);
         Self {
             report: VmReport {
                 vm: name.to_string(),
@@ -74,7 +78,21 @@ impl VmRun {
             launcher: None,
             dir: None,
             progress,
+            metrics,
         }
+    }
+
+    fn metrics_phase(&self, phase: Phase) {
+        self.metrics.phase(&self.report.vm, phase);
+    }
+
+    /// Record the row's status as the VM's final phase in the metrics.
+    pub fn record_end(&self) {
+        self.metrics_phase(match self.report.status.as_str() {
+            "ok" => Phase::Done,
+            "aborted" => Phase::Aborted,
+            _ => Phase::Failed,
+        });
     }
 
     /// Record and print a phase.
@@ -113,6 +131,7 @@ impl VmRun {
         agent: bytes::Bytes,
         config: String,
     ) -> Result<(), VmError> {
+        self.metrics_phase(Phase::Staging);
         self.phase("checking power state and VMware Tools");
         guest.vm().check_ready()?;
         self.phase("validating guest credentials");
@@ -153,13 +172,15 @@ impl VmRun {
     }
 
     /// Start the agent and watch it until it ends, the window plus `grace` passes,
-    /// or abort; then collect its report. `login_at` times the injection.
+    /// or abort; then collect its report. `login_at` times the injection; the
+    /// agent's start opens `fault_window` (if it is not open yet).
     pub async fn inject(
         &mut self,
         window: Duration,
         grace: Duration,
         abort: &Abort,
         login_at: Instant,
+        fault_window: &FaultWindow,
     ) -> Result<(), VmError> {
         let Some((l, d)) = self.staged() else {
             return Err(VmError::Aborted);
@@ -175,6 +196,8 @@ impl VmRun {
             true,
         );
         let pid = l.start(&spec).await?;
+        fault_window.open();
+        self.metrics_phase(Phase::Injecting);
         let started = Instant::now();
         self.report.timings.login_to_running_ms =
             Some(u64::try_from(login_at.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -266,6 +289,7 @@ impl VmRun {
 
     /// Download and parse the agent's report.
     async fn collect(&mut self, l: &Launcher, d: &GuestDir) -> Result<(), VmError> {
+        self.metrics_phase(Phase::Collecting);
         self.phase("collecting report");
         if l.uses_sudo() {
             // The agent ran as root: hand its files back to the guest user.
@@ -279,6 +303,9 @@ impl VmRun {
                 vm: self.report.vm.clone(),
                 reason: e.to_string(),
             })?;
+        if let Some(typed) = AgentReport::from_value(&v) {
+            self.metrics.agent_report(&self.report.vm, &typed);
+        }
         self.report.agent_report = Some(v);
         Ok(())
     }
@@ -336,6 +363,7 @@ impl VmRun {
     /// Delete the run directory (bounded); records whether it is gone.
     pub async fn remove(&mut self) {
         let Some((l, d)) = self.staged() else { return };
+        self.metrics_phase(Phase::Cleaning);
         self.phase("removing guest files");
         let r = tokio::time::timeout(Duration::from_secs(10), l.guest().delete_dir(&d.dir)).await;
         match r {

@@ -1,0 +1,108 @@
+//! Flag defaults and parsing.
+
+use super::*;
+
+#[test]
+fn defaults_match_the_seed() {
+    let cli = Cli::try_parse_from([
+        "reset-controller",
+        "run",
+        "--govc-url",
+        "h",
+        "--govc-username",
+        "u",
+        "--vm-name",
+        "a,b",
+    ])
+    .unwrap();
+    let Command::Run(r) = cli.command else {
+        panic!()
+    };
+    let f = r.fault.resolve().unwrap();
+    assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
+    assert_eq!(f.network_interface, "ens160");
+    assert_eq!(f.toxicity, 100.0);
+    assert_eq!(f.reset_timeout, Duration::from_millis(2000));
+    assert_eq!(f.total_chaos_duration, Duration::from_secs(30));
+    assert_eq!((r.ramp_time, r.chaos_interval), (0, 10));
+    assert!(matches!(r.sequence, SequenceArg::Parallel));
+    assert!(r.vc.govc_insecure);
+    assert_eq!(r.targets.vm_user_name, "root");
+    assert_eq!(r.probe.probe_url, None);
+    assert_eq!(
+        (r.probe.probe_interval, r.probe.probe_timeout),
+        (1000, 5000)
+    );
+    assert_eq!(r.probe.probe_max_error_percent, 5.0);
+    assert_eq!(
+        (r.metrics.metrics_listen, r.metrics.metrics_linger),
+        (None, 0)
+    );
+}
+
+#[test]
+fn probe_and_metrics_flags() {
+    let cli = Cli::try_parse_from([
+        "reset-controller",
+        "run",
+        "--govc-url",
+        "h",
+        "--govc-username",
+        "u",
+        "--vm-name",
+        "a",
+        "--probe-url",
+        "http://198.18.0.2/health",
+        "--probe-interval",
+        "200",
+        "--probe-max-error-percent",
+        "0.5",
+        "--metrics-listen",
+        "[::1]:9464",
+        "--metrics-linger",
+        "7",
+    ])
+    .unwrap();
+    let Command::Run(r) = cli.command else {
+        panic!()
+    };
+    assert_eq!(r.probe.probe_interval, 200);
+    assert_eq!(r.probe.probe_max_error_percent, 0.5);
+    assert_eq!(
+        r.metrics.metrics_listen,
+        Some("[::1]:9464".parse().unwrap())
+    );
+    assert_eq!(r.metrics.metrics_linger, 7);
+    let bad = Cli::try_parse_from([
+        "reset-controller",
+        "run",
+        "--govc-url",
+        "h",
+        "--govc-username",
+        "u",
+        "--vm-name",
+        "a",
+        "--metrics-listen",
+        "9464",
+    ]);
+    assert!(bad.is_err(), "METRICS_LISTEN needs an address and a port");
+}
+
+#[test]
+fn there_is_no_password_flag() {
+    for flag in ["--vm-password", "--govc-password", "--password"] {
+        let r = Cli::try_parse_from([
+            "reset-controller",
+            "run",
+            "--govc-url",
+            "h",
+            "--govc-username",
+            "u",
+            "--vm-name",
+            "a",
+            flag,
+            "x",
+        ]);
+        assert!(r.is_err(), "{flag} must not exist");
+    }
+}
