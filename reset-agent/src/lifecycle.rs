@@ -258,7 +258,9 @@ pub async fn run(
 
     let stats = Arc::new(Stats::default());
     let metrics = metrics_listener.map(|l| {
-        let host = nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default();
+        let host = nix::sys::utsname::uname()
+            .map(|u| u.nodename().to_string_lossy().into_owned())
+            .unwrap_or_default();
         let m = Metrics::new(&host, cfg.target_port, cfg.reset_timeout);
         let _ = stats.metrics.set(m.clone());
         let server = tokio::spawn(crate::metrics::serve(l, m.clone()));
@@ -423,16 +425,26 @@ pub async fn run(
     Ok(Outcome { report })
 }
 
-fn update_metrics(metrics: Option<&Metrics>, observer: Option<&Observer>, stats: &Stats, window_open: bool) {
+fn update_metrics(
+    metrics: Option<&Metrics>,
+    observer: Option<&Observer>,
+    stats: &Stats,
+    window_open: bool,
+) {
     let Some(m) = metrics else { return };
     let held = stats.held.load(Relaxed);
-    let (flows_seen, flows_selected, resets_observed) = match observer.and_then(|o| o.counters().ok()) {
-        Some(c) => (c.flows_seen, c.flows_selected, c.resets_observed),
-        None => {
-            let issued = stats.resets_issued.load(Relaxed);
-            (stats.accepted.load(Relaxed), stats.selected.load(Relaxed), issued)
-        }
-    };
+    let (flows_seen, flows_selected, resets_observed) =
+        match observer.and_then(|o| o.counters().ok()) {
+            Some(c) => (c.flows_seen, c.flows_selected, c.resets_observed),
+            None => {
+                let issued = stats.resets_issued.load(Relaxed);
+                (
+                    stats.accepted.load(Relaxed),
+                    stats.selected.load(Relaxed),
+                    issued,
+                )
+            }
+        };
     m.update(crate::metrics::Snapshot {
         flows_seen,
         flows_selected,

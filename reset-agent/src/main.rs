@@ -51,7 +51,11 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => match resolve(&args.fault) {
             Err(e) => usage_error(&e),
-            Ok(cfg) => match args.metrics_listen.as_deref().map(str::parse::<std::net::SocketAddr>) {
+            Ok(cfg) => match args
+                .metrics_listen
+                .as_deref()
+                .map(str::parse::<std::net::SocketAddr>)
+            {
                 Some(Err(_)) => {
                     eprintln!(
                         "reset-agent: error: METRICS_LISTEN must be an address such as 127.0.0.1:9464, got {:?}",
@@ -77,7 +81,11 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(cfg: Config, report: Option<std::path::PathBuf>, metrics: Option<std::net::SocketAddr>) -> i32 {
+fn run(
+    cfg: Config,
+    report: Option<std::path::PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
+) -> i32 {
     raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

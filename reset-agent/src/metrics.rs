@@ -76,7 +76,11 @@ impl Metrics {
     pub fn new(host: &str, port: u16, reset_timeout: Duration) -> Metrics {
         let mut root = Registry::with_prefix_and_labels(
             "reset_peer_agent",
-            [("host".into(), host.to_owned().into()), ("port".into(), port.to_string().into())].into_iter(),
+            [
+                ("host".into(), host.to_owned().into()),
+                ("port".into(), port.to_string().into()),
+            ]
+            .into_iter(),
         );
         let m = Metrics {
             registry: Arc::new(Registry::default()),
@@ -87,24 +91,61 @@ impl Metrics {
             resets_issued: Follow::default(),
             held: Gauge::default(),
             window_open: Gauge::default(),
-            delay: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 18)),
+            delay: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1.0, 2.0, 18,
+            )),
             delay_error: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0]),
             reset_timeout_ms: reset_timeout.as_secs_f64() * 1000.0,
         };
-        root.register("flows_seen", "New flows to the target port inside the window (kernel)", m.flows_seen.counter.clone());
-        root.register("flows_selected", "Flows selected for reset (kernel)", m.flows_selected.counter.clone());
-        root.register("resets_observed", "First RST per selected flow seen on the wire (kernel)", m.resets_observed.counter.clone());
-        root.register("proxy_accepted", "Connections the proxy accepted from the redirect", m.proxy_accepted.counter.clone());
-        root.register("resets_issued", "Zero-linger closes towards callers", m.resets_issued.counter.clone());
-        root.register("held_connections", "Connections held by the proxy, waiting for their reset", m.held.clone());
-        root.register("window_open", "1 while the fault window is open", m.window_open.clone());
-        root.register("reset_delay_ms", "First request byte to reset, milliseconds (proxy clock)", m.delay.clone());
+        root.register(
+            "flows_seen",
+            "New flows to the target port inside the window (kernel)",
+            m.flows_seen.counter.clone(),
+        );
+        root.register(
+            "flows_selected",
+            "Flows selected for reset (kernel)",
+            m.flows_selected.counter.clone(),
+        );
+        root.register(
+            "resets_observed",
+            "First RST per selected flow seen on the wire (kernel)",
+            m.resets_observed.counter.clone(),
+        );
+        root.register(
+            "proxy_accepted",
+            "Connections the proxy accepted from the redirect",
+            m.proxy_accepted.counter.clone(),
+        );
+        root.register(
+            "resets_issued",
+            "Zero-linger closes towards callers",
+            m.resets_issued.counter.clone(),
+        );
+        root.register(
+            "held_connections",
+            "Connections held by the proxy, waiting for their reset",
+            m.held.clone(),
+        );
+        root.register(
+            "window_open",
+            "1 while the fault window is open",
+            m.window_open.clone(),
+        );
+        root.register(
+            "reset_delay_ms",
+            "First request byte to reset, milliseconds (proxy clock)",
+            m.delay.clone(),
+        );
         root.register(
             "reset_delay_error_ms",
             "Reset delay minus RESET_TIMEOUT, milliseconds (proxy clock)",
             m.delay_error.clone(),
         );
-        Metrics { registry: Arc::new(root), ..m }
+        Metrics {
+            registry: Arc::new(root),
+            ..m
+        }
     }
 
     pub fn update(&self, s: Snapshot) {
@@ -121,7 +162,8 @@ impl Metrics {
     pub fn observe_delay(&self, delay: Duration) {
         let ms = delay.as_secs_f64() * 1000.0;
         self.delay.observe(ms);
-        self.delay_error.observe((ms - self.reset_timeout_ms).max(0.0));
+        self.delay_error
+            .observe((ms - self.reset_timeout_ms).max(0.0));
     }
 
     pub fn render(&self) -> String {
@@ -134,7 +176,9 @@ impl Metrics {
 /// Serves GET /metrics until the task is aborted.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
     loop {
-        let Ok((mut s, _)) = listener.accept().await else { continue };
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
         let m = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
@@ -177,8 +221,24 @@ mod tests {
     #[test]
     fn renders_parseable_text_with_labels() {
         let m = Metrics::new("vm1", 80, Duration::from_millis(100));
-        m.update(Snapshot { flows_seen: 10, flows_selected: 3, resets_observed: 3, proxy_accepted: 3, resets_issued: 3, held: 1, window_open: true });
-        m.update(Snapshot { flows_seen: 12, flows_selected: 4, resets_observed: 4, proxy_accepted: 4, resets_issued: 4, held: 0, window_open: false });
+        m.update(Snapshot {
+            flows_seen: 10,
+            flows_selected: 3,
+            resets_observed: 3,
+            proxy_accepted: 3,
+            resets_issued: 3,
+            held: 1,
+            window_open: true,
+        });
+        m.update(Snapshot {
+            flows_seen: 12,
+            flows_selected: 4,
+            resets_observed: 4,
+            proxy_accepted: 4,
+            resets_issued: 4,
+            held: 0,
+            window_open: false,
+        });
         m.observe_delay(Duration::from_micros(100_300));
         let text = m.render();
         let value = |name: &str| -> f64 {

@@ -14,11 +14,21 @@ use reset_tests::{
 /// Parses Prometheus/OpenMetrics text into `name{labels}` -> value, checking every sample line.
 fn parse(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let name = series.split('{').next().unwrap();
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name in {line:?}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line:?}"
+        );
         out.insert(name.to_owned(), value);
     }
     out
@@ -33,19 +43,41 @@ fn agent_metrics_match_the_report() {
     let _svc = Service::start(&lab.vm, 80, None);
     let mut agent = Agent::start(
         &lab.vm,
-        &["--toxicity", "50", "--selection", "exact", "--reset-timeout", "50", "--total-chaos-duration", "4", "--metrics-listen", "127.0.0.1:9464"],
+        &[
+            "--toxicity",
+            "50",
+            "--selection",
+            "exact",
+            "--reset-timeout",
+            "50",
+            "--total-chaos-duration",
+            "4",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+        ],
     );
-    let out = caller(&lab.caller, &lab.url(false, 80, "/"), &["--requests", "100", "--concurrency", "10"]);
+    let out = caller(
+        &lab.caller,
+        &lab.url(false, 80, "/"),
+        &["--requests", "100", "--concurrency", "10"],
+    );
     assert_eq!(out["resets"], 50, "{out}");
     // The kernel counters are copied into the metrics every 500 ms: poll, bounded.
     let start = Instant::now();
     let metrics = loop {
-        let text = lab.vm.stdout("curl", &["-sS", "http://127.0.0.1:9464/metrics"]);
+        let text = lab
+            .vm
+            .stdout("curl", &["-sS", "http://127.0.0.1:9464/metrics"]);
         let m = parse(&text);
-        if m.get("reset_peer_agent_flows_seen_total") == Some(&100.0) && m.get("reset_peer_agent_resets_observed_total") == Some(&50.0) {
+        if m.get("reset_peer_agent_flows_seen_total") == Some(&100.0)
+            && m.get("reset_peer_agent_resets_observed_total") == Some(&50.0)
+        {
             break m;
         }
-        assert!(start.elapsed() < Duration::from_secs(3), "metrics never caught up:\n{text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "metrics never caught up:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let run = agent.finish();
@@ -56,7 +88,11 @@ fn agent_metrics_match_the_report() {
         ("reset_peer_agent_resets_issued_total", "resets_issued"),
         ("reset_peer_agent_proxy_accepted_total", "proxy_accepted"),
     ] {
-        assert_eq!(metrics[metric] as u64, run.u64(field), "{metric} vs {field}");
+        assert_eq!(
+            metrics[metric] as u64,
+            run.u64(field),
+            "{metric} vs {field}"
+        );
     }
     assert_eq!(metrics["reset_peer_agent_reset_delay_ms_count"], 50.0);
     assert_eq!(metrics["reset_peer_agent_window_open"], 1.0);
