@@ -5,6 +5,9 @@
 //! contain product logic; it only builds, starts and checks the repo's own programs.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod demo;
+mod demo_report;
 mod setup;
 mod sh;
 mod test;
@@ -20,9 +23,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Performance and precision side by side with peers (HAProxy, toxy); writes target/bench/.
+    Bench {
+        /// A shorter run (under 5 minutes) for checks.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
     /// rust-src, bpf-linker, clippy/rustfmt, pyvmomi.
     Setup,
+    /// Run the whole fault end to end on a local vCenter simulator and a netns VM.
+    Demo(demo::DemoArgs),
     /// fmt check, clippy -D warnings, unit tests, privileged end-to-end tests (runs setup first).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -33,7 +44,17 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Bench { quick } => {
+            setup::run()?;
+            bench::run(quick)
+        }
         Cmd::Setup => setup::run(),
+        Cmd::Demo(args) => {
+            if !args.no_build {
+                setup::run()?;
+            }
+            demo::run(&args)
+        }
         Cmd::Test { args } => {
             setup::run()?;
             test::run(&args)

@@ -76,7 +76,7 @@ fn apt() -> anyhow::Result<()> {
     sh::run(&mut install)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     sh::output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 

@@ -1,0 +1,288 @@
+//! `cargo xtask bench [--quick]`: reset-peer's speed and precision measured in one run, side by
+//! side with what users would pick instead (HAProxy as a plain TCP proxy, toxy as an HTTP
+//! fault-injection proxy), on one netns lab with one target service and the same load
+//! generators. Writes target/bench/report.json, report.md and PNG plots.
+//!
+//! Must not: generate load outside the lab namespaces (198.18.0.0/15, loopback), run unbounded
+//! loops, leave a namespace or process behind, or write a number it did not measure in this
+//! run (a figure that cannot be measured is reported as skipped, with the reason).
+mod figures;
+mod load;
+mod plot;
+mod procs;
+mod report;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::Context;
+use reset_tests::lab::Lab;
+
+use figures::{Bench, Setup};
+use procs::Paths;
+
+/// Sizes of one bench run (quick or full).
+pub struct Params {
+    pub quick: bool,
+    pub reps: u32,
+    pub wrk_secs: f64,
+    pub wrk_conns: u32,
+    pub reset_timeout_ms: u64,
+    pub delay_rates: Vec<f64>,
+    pub delay_secs: f64,
+    pub precision_toxicity: f64,
+    pub precision_flows: Vec<u64>,
+    pub precision_rate: f64,
+    pub rate_steps: Vec<f64>,
+    pub rate_secs: f64,
+    pub held: u64,
+    pub held_rate: f64,
+}
+
+impl Params {
+    fn new(quick: bool) -> Params {
+        Params {
+            quick,
+            reps: if quick { 3 } else { 5 },
+            wrk_secs: if quick { 2.0 } else { 4.0 },
+            wrk_conns: 32,
+            reset_timeout_ms: 100,
+            delay_rates: vec![100.0, 500.0, 2000.0],
+            delay_secs: if quick { 1.5 } else { 5.0 },
+            precision_toxicity: 50.0,
+            precision_flows: if quick {
+                vec![1_000, 10_000]
+            } else {
+                vec![1_000, 10_000, 100_000]
+            },
+            precision_rate: 8_000.0,
+            rate_steps: if quick {
+                vec![2_000.0, 5_000.0, 10_000.0, 20_000.0]
+            } else {
+                vec![
+                    2_000.0, 5_000.0, 10_000.0, 15_000.0, 20_000.0, 30_000.0, 40_000.0,
+                ]
+            },
+            rate_secs: if quick { 1.0 } else { 3.0 },
+            held: 10_000,
+            held_rate: 5_000.0,
+        }
+    }
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let p = Params::new(quick);
+    let target = target_dir()?;
+    let out = target.join("bench");
+    std::fs::create_dir_all(out.join("tmp"))?;
+    crate::sh::run(crate::sh::cargo().current_dir(crate::sh::root()).args([
+        "build",
+        "--release",
+        "-p",
+        "reset-agent",
+        "-p",
+        "reset-tests",
+    ]))?;
+    let mut skipped: Vec<String> = Vec::new();
+    let node_modules = match install_toxy(&out) {
+        Ok(nm) => Some(nm),
+        Err(e) => {
+            skipped.push(format!("toxy: cannot be installed: {e:#}"));
+            None
+        }
+    };
+    let paths = Paths {
+        bin: target.join("release"),
+        out: out.clone(),
+        node_modules,
+    };
+    let nofile = load::raise_nofile(65_536);
+    eprintln!("bench: RLIMIT_NOFILE {nofile} (inherited by the agent and the proxies)");
+
+    let lab = Lab::new();
+    // The caller opens up to 100k short connections: use the whole port range and reuse
+    // TIME_WAIT ports (both sysctls are per namespace).
+    for kv in [
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ] {
+        let o = lab.caller.output("sysctl", &["-q", "-w", kv]);
+        if !o.status.success() {
+            skipped.push(format!(
+                "caller sysctl {kv} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    let _service = procs::service(&lab.vm, &paths)?;
+    let mut b = Bench {
+        lab: &lab,
+        paths: &paths,
+        p: &p,
+        life: figures::Lifecycle::default(),
+        tag: 0,
+    };
+
+    let mut setups = vec![Setup::Direct];
+    for mode in ["kernel", "userspace"] {
+        for toxicity in [0.0, 50.0, 100.0] {
+            setups.push(Setup::Agent { mode, toxicity });
+        }
+    }
+    setups.push(Setup::Haproxy);
+    let toxy_ok = paths.node_modules.is_some()
+        && usable(&mut b, &Setup::Toxy { toxicity: 0.0 }, &mut skipped);
+    if toxy_ok {
+        for toxicity in [0.0, 50.0, 100.0] {
+            setups.push(Setup::Toxy { toxicity });
+        }
+    }
+    let haproxy_ok = usable(&mut b, &Setup::Haproxy, &mut skipped);
+    if !haproxy_ok {
+        setups.retain(|s| !matches!(s, Setup::Haproxy));
+    }
+
+    let mut rep = report::Report::new(&p);
+    rep.throughput = keep(
+        figures::throughput(&mut b, &setups),
+        "throughput",
+        &mut skipped,
+    );
+    let mut delay_setups = vec![
+        Setup::Agent {
+            mode: "kernel",
+            toxicity: 100.0,
+        },
+        Setup::Agent {
+            mode: "userspace",
+            toxicity: 100.0,
+        },
+    ];
+    if toxy_ok {
+        delay_setups.push(Setup::Toxy { toxicity: 100.0 });
+    }
+    rep.reset_delay = keep(
+        figures::reset_delay(&mut b, &delay_setups),
+        "reset delay",
+        &mut skipped,
+    );
+    rep.precision = keep(
+        figures::precision(&mut b),
+        "selection precision",
+        &mut skipped,
+    );
+    rep.max_rate = keep(
+        figures::max_rate(&mut b),
+        "highest accounted rate",
+        &mut skipped,
+    );
+    rep.held = keep(figures::held(&mut b), "held connections", &mut skipped);
+    rep.lifecycle = Some(std::mem::take(&mut b.life));
+    drop(b);
+    drop(_service);
+    drop(lab);
+
+    rep.skipped = skipped;
+    rep.duration_s = started.elapsed().as_secs_f64();
+    let plots = plot::draw(&rep, &out);
+    rep.plots = match plots {
+        Ok(files) => files,
+        Err(e) => {
+            rep.skipped.push(format!("plots: {e:#}"));
+            Vec::new()
+        }
+    };
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&rep)?)?;
+    let md = report::markdown(&rep);
+    std::fs::write(out.join("report.md"), &md)?;
+    let _ = std::fs::remove_dir_all(out.join("tmp"));
+    println!("{md}");
+    eprintln!(
+        "bench: done in {:.0} s; wrote {}",
+        rep.duration_s,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Starts and stops a peer once, so a peer that cannot run is reported instead of failing
+/// the whole bench.
+fn usable(b: &mut Bench, s: &Setup, skipped: &mut Vec<String>) -> bool {
+    let r = match s {
+        Setup::Haproxy => procs::haproxy(&b.lab.vm, b.paths, figures::HAPROXY_PORT).map(drop),
+        Setup::Toxy { toxicity } => {
+            procs::toxy(&b.lab.vm, b.paths, figures::TOXY_PORT, *toxicity, 1).map(drop)
+        }
+        _ => Ok(()),
+    };
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            skipped.push(format!("{}: cannot run: {e:#}", s.label()));
+            false
+        }
+    }
+}
+
+fn keep<T>(r: anyhow::Result<Vec<T>>, what: &str, skipped: &mut Vec<String>) -> Vec<T> {
+    r.unwrap_or_else(|e| {
+        eprintln!("bench: {what} failed: {e:#}");
+        skipped.push(format!("{what}: failed: {e:#}"));
+        Vec::new()
+    })
+}
+
+/// The cargo target directory (CARGO_TARGET_DIR, else `cargo metadata`).
+fn target_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        let d = PathBuf::from(d);
+        return Ok(if d.is_absolute() {
+            d
+        } else {
+            crate::sh::root().join(d)
+        });
+    }
+    let meta = crate::sh::output(crate::sh::cargo().current_dir(crate::sh::root()).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))
+    .context("cargo metadata failed")?;
+    let v: serde_json::Value = serde_json::from_str(&meta)?;
+    Ok(PathBuf::from(
+        v["target_directory"]
+            .as_str()
+            .context("no target_directory in cargo metadata")?,
+    ))
+}
+
+/// `npm install toxy` into target/bench (once); returns its node_modules.
+fn install_toxy(out: &Path) -> anyhow::Result<PathBuf> {
+    let nm = out.join("node_modules");
+    if nm.join("toxy/package.json").exists() {
+        return Ok(nm);
+    }
+    crate::sh::run(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--prefix",
+            ])
+            .arg(out)
+            .arg("toxy@0.3"),
+    )
+    .context("npm install toxy@0.3")?;
+    anyhow::ensure!(
+        nm.join("toxy/package.json").exists(),
+        "npm installed no toxy"
+    );
+    Ok(nm)
+}

@@ -1,0 +1,294 @@
+//! The bench report: report.json (everything measured, with every repeated run) and report.md
+//! (a table per figure, setups side by side).
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{
+    Params,
+    figures::{DelayRow, ErrPct, HeldRow, Lifecycle, PrecisionRow, RateRow, ThroughputRow, median},
+};
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub quick: bool,
+    pub started_at_unix: u64,
+    pub duration_s: f64,
+    pub machine: Machine,
+    pub parameters: serde_json::Value,
+    pub throughput: Vec<ThroughputRow>,
+    pub reset_delay: Vec<DelayRow>,
+    pub precision: Vec<PrecisionRow>,
+    pub max_rate: Vec<RateRow>,
+    pub held: Vec<HeldRow>,
+    pub lifecycle: Option<Lifecycle>,
+    pub skipped: Vec<String>,
+    pub plots: Vec<String>,
+}
+
+impl Report {
+    pub fn new(p: &Params) -> Report {
+        Report {
+            quick: p.quick,
+            started_at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            duration_s: 0.0,
+            machine: Machine {
+                cpus: std::thread::available_parallelism().map_or(0, usize::from),
+                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            },
+            parameters: serde_json::json!({
+                "wrk": {"threads": 1, "connections": p.wrk_conns, "seconds": p.wrk_secs, "repetitions": p.reps},
+                "reset_timeout_ms": p.reset_timeout_ms,
+                "delay_rates_per_s": p.delay_rates, "delay_seconds_per_rate": p.delay_secs,
+                "precision_toxicity": p.precision_toxicity, "precision_flows": p.precision_flows,
+                "precision_rate_per_s": p.precision_rate,
+                "rate_steps_per_s": p.rate_steps, "rate_step_seconds": p.rate_secs,
+                "held_connections": p.held, "held_open_rate_per_s": p.held_rate,
+            }),
+            throughput: Vec::new(),
+            reset_delay: Vec::new(),
+            precision: Vec::new(),
+            max_rate: Vec::new(),
+            held: Vec::new(),
+            lifecycle: None,
+            skipped: Vec::new(),
+            plots: Vec::new(),
+        }
+    }
+}
+
+fn f(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| f(v, digits))
+}
+
+fn err3(e: Option<&ErrPct>) -> String {
+    e.map_or_else(
+        || "n/a | n/a | n/a".into(),
+        |e| format!("{} | {} | {}", f(e.p50, 2), f(e.p99, 2), f(e.max, 2)),
+    )
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# reset-peer bench{}\n\n{} CPUs, kernel {}, {:.0} s. Every number below was measured in this run; \
+         medians of {} repeated runs where repeated. Lab: netns VM (ens160, 198.18.0.2) and caller joined by veth, \
+         target-service on :80; load generators run in the caller namespace.\n",
+        if r.quick { " (--quick)" } else { "" },
+        r.machine.cpus,
+        r.machine.kernel,
+        r.duration_s,
+        r.parameters["wrk"]["repetitions"]
+    );
+
+    let _ = writeln!(
+        s,
+        "## Throughput and latency of unselected traffic (wrk, successes only)\n\n\
+         wrk -t1 -c{} for {} s per run. Selected connections get a 1 ms RESET_TIMEOUT (toxy: abort delay 1 ms) so they \
+         release wrk's slots at once; wrk counts only completed 2xx responses, i.e. unselected traffic. At TOXICITY 0 \
+         every flow passes the fault path and none is selected: the pure per-flow overhead. `per unselected share` \
+         divides by the measured unselected share (1 - selected/seen): 1.0 means unselected flows run as fast as direct.\n",
+        r.parameters["wrk"]["connections"], r.parameters["wrk"]["seconds"]
+    );
+    for load in ["close", "keepalive"] {
+        let _ = writeln!(
+            s,
+            "### {}\n\n| setup | ok req/s | ratio to direct | per unselected share | p50 ms | p99 ms | selected % (agent) | socket errors/run |\n|---|---|---|---|---|---|---|---|",
+            if load == "close" {
+                "One connection per request (`Connection: close`)"
+            } else {
+                "Keep-alive"
+            }
+        );
+        for t in r.throughput.iter().filter(|t| t.load == load) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                t.label,
+                f(t.ok_per_s.median, 0),
+                f(t.ratio, 3),
+                opt(t.ratio_per_unselected_share, 3),
+                f(t.p50_ms.median, 3),
+                f(t.p99_ms.median, 3),
+                opt(t.achieved_percent, 2),
+                f(t.socket_errors_per_run.median, 0)
+            );
+        }
+        s.push('\n');
+    }
+
+    let _ = writeln!(
+        s,
+        "## Reset delay error (observed - RESET_TIMEOUT), ms\n\n\
+         TOXICITY 100, RESET_TIMEOUT {} ms, paced new connections (open loop) each sending one GET. `agent` is the \
+         agent's report: kernel tc-egress timestamps on the wire in kernel mode, the proxy's own clock in userspace \
+         mode. `caller` is first request byte -> ECONNRESET on the caller's clock (includes the caller's scheduling). \
+         `closed` counts connections closed with FIN and no response (not a reset); `closed p50/p99` is their delay error.\n\n\
+         | setup | rate/s (achieved) | resets | closed | other | agent source | agent p50 | agent p99 | agent max | caller p50 | caller p99 | caller max | closed p50 | closed p99 |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        r.parameters["reset_timeout_ms"]
+    );
+    for d in &r.reset_delay {
+        let _ = writeln!(
+            s,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.setup,
+            f(d.target_rate, 0),
+            f(d.achieved_rate, 0),
+            d.resets_seen_by_caller,
+            d.closed_without_response,
+            d.other_outcomes,
+            d.agent_measured_by,
+            err3(d.agent_measured.as_ref()),
+            err3(d.caller_clock.as_ref()),
+            opt(d.caller_clock_closed.as_ref().map(|e| e.p50), 2),
+            opt(d.caller_clock_closed.as_ref().map(|e| e.p99), 2)
+        );
+    }
+    s.push('\n');
+
+    let _ = writeln!(
+        s,
+        "## Selection precision (kernel mode, connect-only flows)\n\n\
+         | selection | TOXICITY | flows sent | flows_seen | flows_selected | proxy_accepted | achieved % | abs error (pp) | 1/N (pp) | kernel-userspace mismatch |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in &r.precision {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.selection,
+            p.toxicity,
+            p.flows_sent,
+            p.flows_seen,
+            p.flows_selected,
+            p.proxy_accepted,
+            f(p.achieved_percent, 4),
+            f(p.abs_error_pp, 4),
+            f(p.bound_pp, 4),
+            p.kernel_userspace_mismatch
+        );
+    }
+    s.push('\n');
+
+    let best = r
+        .max_rate
+        .iter()
+        .filter(|x| x.no_flow_lost)
+        .map(|x| x.achieved_rate)
+        .fold(f64::NAN, f64::max);
+    let _ = writeln!(
+        s,
+        "## Highest new-connection rate with no flow lost from the accounting\n\n\
+         Kernel mode, exact selection at 50%, paced connect-only flows; a step passes when flows_seen equals the \
+         flows sent and flows_selected equals proxy_accepted. Highest passing achieved rate: **{} /s** (the \
+         generator's own limit may be reached first: compare target and achieved).\n\n\
+         | target /s | achieved /s | sent | connect failed | flows_seen | SYN retransmits | selected | proxy_accepted | no flow lost |\n\
+         |---|---|---|---|---|---|---|---|---|",
+        f(best, 0)
+    );
+    for x in &r.max_rate {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f(x.target_rate, 0),
+            f(x.achieved_rate, 0),
+            x.flows_sent,
+            x.connect_failed,
+            x.flows_seen,
+            x.syn_retransmits,
+            x.flows_selected,
+            x.proxy_accepted,
+            x.no_flow_lost
+        );
+    }
+    s.push('\n');
+
+    let _ = writeln!(
+        s,
+        "## Agent memory and CPU with selected connections held\n\n\
+         TOXICITY 100, RESET_TIMEOUT 600 s, connections opened at the given rate, each sends its request and is held; \
+         sampled 1 s after the last one opened; then SIGTERM (abort resets them all).\n\n\
+         | mode | held (caller) | proxy_accepted | VmHWM before MiB | VmHWM held MiB | CPU s while opening+holding | CPU s total | RSTs observed on abort | SIGTERM -> exit ms |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for h in &r.held {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            h.mode,
+            h.held_by_caller,
+            h.proxy_accepted,
+            f(h.agent_vmhwm_before_kib as f64 / 1024.0, 1),
+            f(h.agent_vmhwm_kib as f64 / 1024.0, 1),
+            f(h.agent_cpu_s_during, 2),
+            f(h.agent_cpu_s_total, 2),
+            h.resets_observed_on_abort,
+            opt(h.abort_ms, 0)
+        );
+    }
+    s.push('\n');
+
+    if let Some(l) = &r.lifecycle {
+        let _ = writeln!(
+            s,
+            "## Time to install and remove the fault\n\n\
+             Install: process spawn -> \"fault active\" (stale cleanup, eBPF load + attach, nftables table, proxy \
+             listeners). Remove: SIGTERM -> process exit (window closed, table removed, programs detached, removal \
+             verified, report written). Over {} agent runs of this bench; cleanup verified in every run: {}.\n\n\
+             | mode | install median ms | install max ms | remove median ms | remove max ms | runs |\n|---|---|---|---|---|---|",
+            l.runs, l.cleanup_verified_all
+        );
+        for (mode, i, rm) in [
+            ("kernel", &l.kernel_install_ms, &l.kernel_remove_ms),
+            ("userspace", &l.userspace_install_ms, &l.userspace_remove_ms),
+        ] {
+            let mx = |v: &Vec<f64>| v.iter().copied().fold(f64::NAN, f64::max);
+            let _ = writeln!(
+                s,
+                "| {mode} | {} | {} | {} | {} | {} |",
+                f(median(i.clone()).median, 1),
+                f(mx(i), 1),
+                f(median(rm.clone()).median, 1),
+                f(mx(rm), 1),
+                i.len()
+            );
+        }
+        s.push('\n');
+    }
+
+    if !r.plots.is_empty() {
+        let _ = writeln!(s, "## Plots\n");
+        for p in &r.plots {
+            let _ = writeln!(s, "![{p}]({p})");
+        }
+        s.push('\n');
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(s, "## Not measured / problems\n");
+        for k in &r.skipped {
+            let _ = writeln!(s, "- {}", k.replace('\n', " "));
+        }
+    }
+    s
+}

@@ -1,0 +1,228 @@
+//! The demo's verdicts and output: the controller's table, the callers' outcome, the kernel's
+//! counters beside what the callers saw, the metrics check and the cleanup verdict.
+use std::{collections::HashMap, fmt::Write as _};
+
+use reset_tests::lab::Lab;
+use serde_json::{Value, json};
+
+pub struct Inputs<'a> {
+    pub toxicity: &'a str,
+    pub duration: u64,
+    pub naive: &'a Value,
+    pub retrying: &'a Value,
+    pub report: &'a Value,
+    pub controller_table: &'a str,
+    pub controller_exit: Option<i32>,
+    pub metrics: &'a str,
+    pub lab_clean: Result<(), String>,
+}
+
+pub struct Outcome {
+    pub ok: bool,
+    pub text: String,
+    pub json: Value,
+}
+
+/// No table, no tc programs of ours, no agent process left in the VM.
+pub fn lab_clean(lab: &Lab) -> Result<(), String> {
+    let rules = lab.vm.nft_ruleset();
+    if rules.contains("reset_peer") {
+        return Err(format!("table left in the VM:\n{rules}"));
+    }
+    if lab.vm.bpf_attachments("ens160").contains("reset_") {
+        return Err("tc programs left on ens160".into());
+    }
+    for pid in lab.vm.pids() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "reset-agent" {
+            return Err(format!("reset-agent still running in the VM (pid {pid})"));
+        }
+    }
+    Ok(())
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// 99.9% normal-approximation binomial interval for n trials at probability p.
+pub fn binomial_999(n: u64, p: f64) -> (f64, f64) {
+    let mean = n as f64 * p;
+    let half = 3.2905 * (n as f64 * p * (1.0 - p)).sqrt();
+    (mean - half, mean + half)
+}
+
+/// `name{labels} value` samples whose labels contain `label`, summed by metric name.
+fn metric_sums(text: &str, label: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(label))
+    {
+        if let Some((series, value)) = line.rsplit_once(' ')
+            && let Ok(v) = value.parse::<f64>()
+        {
+            *out.entry(series.split('{').next().unwrap_or("").to_owned())
+                .or_default() += v;
+        }
+    }
+    out
+}
+
+pub fn build(i: Inputs<'_>) -> Outcome {
+    let vm = &i.report["vms"][0];
+    let agent = &vm["agent_report"];
+    let probe = &i.report["probe"];
+    let p = i.toxicity.parse::<f64>().unwrap_or(0.0) / 100.0;
+    let naive_n = u(&i.naive["requests"]);
+    let naive_resets = u(&i.naive["resets"]);
+    let (lo, hi) = binomial_999(naive_n, p);
+    let naive_ok = (lo..=hi).contains(&(naive_resets as f64));
+    let retry_success = i.retrying["success_percent"].as_f64().unwrap_or(0.0);
+    let callers_resets = naive_resets + u(&i.retrying["resets"]) + u(&probe["resets"]);
+    let kernel_resets = u(&agent["resets_observed"]);
+    let counts_agree =
+        kernel_resets == callers_resets && u(&agent["resets_issued"]) == kernel_resets;
+    let m = metric_sums(i.metrics, "web-01");
+    let metric = |k: &str| {
+        m.iter()
+            .find(|(n, _)| n.contains(k))
+            .map(|(_, v)| *v as u64)
+    };
+    let metrics_agree = metric("resets_observed") == Some(kernel_resets)
+        && metric("flows_seen") == Some(u(&agent["flows_seen"]));
+    let cleanup_verified = agent["cleanup"]["verified"].as_bool().unwrap_or(false);
+    let lab_ok = i.lab_clean.is_ok();
+    let verdict_present = probe["verdict"].is_string();
+    let ok = naive_ok
+        && retry_success >= 99.0
+        && counts_agree
+        && cleanup_verified
+        && lab_ok
+        && verdict_present
+        && metrics_agree;
+
+    let json = json!({
+        "ok": ok,
+        "demo_pid": std::process::id(),
+        "toxicity_percent": p * 100.0,
+        "duration_s": i.duration,
+        "controller_exit_code": i.controller_exit,
+        "naive": i.naive,
+        "retrying": i.retrying,
+        "probe": probe,
+        "kernel": {
+            "flows_seen": agent["flows_seen"], "flows_selected": agent["flows_selected"],
+            "resets_observed": agent["resets_observed"], "resets_issued": agent["resets_issued"],
+            "reset_delay_ms": agent["reset_delay_ms"], "mode": agent["mode"],
+        },
+        "callers_observed_resets": callers_resets,
+        "counts_agree": counts_agree,
+        "naive_binomial_999": {"n": naive_n, "low": lo, "high": hi, "resets": naive_resets, "within": naive_ok},
+        "retrying_success_percent": retry_success,
+        "metrics_agree": metrics_agree,
+        "cleanup": {"agent_verified": cleanup_verified, "lab_clean": lab_ok, "problem": i.lab_clean.clone().err()},
+        "controller_report": i.report,
+    });
+
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "\n== reset-controller report ==\n{}",
+        i.controller_table.trim_end()
+    );
+    let _ = writeln!(
+        t,
+        "\n== what the callers saw (window {} s, TOXICITY {}%) ==",
+        i.duration,
+        p * 100.0
+    );
+    let _ = writeln!(
+        t,
+        "{:<10} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9}",
+        "caller", "requests", "resets", "other", "success%", "p50 ms", "p99 ms"
+    );
+    for (name, c) in [("naive", i.naive), ("retrying", i.retrying)] {
+        let _ = writeln!(
+            t,
+            "{:<10} {:>9} {:>8} {:>7} {:>9.2} {:>9.1} {:>9.1}",
+            name,
+            u(&c["requests"]),
+            u(&c["resets"]),
+            u(&c["other_errors"]),
+            c["success_percent"].as_f64().unwrap_or(0.0),
+            c["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            c["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "probe      {:>9} {:>8} {:>7}   verdict: {}",
+        u(&probe["attempts"]),
+        u(&probe["resets"]),
+        u(&probe["other_errors"]),
+        probe["verdict"].as_str().unwrap_or("missing")
+    );
+    let _ = writeln!(t, "\n== kernel vs callers ==");
+    let _ = writeln!(
+        t,
+        "kernel: flows seen {}, selected {}, RSTs on the wire {}, proxy resets issued {}",
+        u(&agent["flows_seen"]),
+        u(&agent["flows_selected"]),
+        kernel_resets,
+        u(&agent["resets_issued"])
+    );
+    let _ = writeln!(
+        t,
+        "callers: resets seen {callers_resets} (naive {naive_resets} + retrying {} + probe {})  -> {}",
+        u(&i.retrying["resets"]),
+        u(&probe["resets"]),
+        if counts_agree { "agree" } else { "MISMATCH" }
+    );
+    let _ = writeln!(
+        t,
+        "naive resets {naive_resets} of {naive_n}: 99.9% binomial interval [{lo:.0}, {hi:.0}] -> {}",
+        if naive_ok { "inside" } else { "OUTSIDE" }
+    );
+    let _ = writeln!(
+        t,
+        "retrying caller success {retry_success:.2}% (>= 99% expected: it retries through the resets, paying in latency)"
+    );
+    let _ = writeln!(
+        t,
+        "metrics endpoint agrees with the report: {}",
+        if metrics_agree { "yes" } else { "NO" }
+    );
+    let _ = writeln!(
+        t,
+        "cleanup: agent verified {cleanup_verified}; VM checked by the demo: {}",
+        match &i.lab_clean {
+            Ok(()) => "no table, no tc programs, no agent process".to_owned(),
+            Err(e) => format!("NOT CLEAN: {e}"),
+        }
+    );
+    let _ = writeln!(t, "\ndemo verdict: {}", if ok { "PASS" } else { "FAIL" });
+    Outcome { ok, text: t, json }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binomial_interval_is_centered_and_wide_enough() {
+        let (lo, hi) = binomial_999(1000, 0.3);
+        assert!(
+            (lo - 252.3).abs() < 0.5 && (hi - 347.7).abs() < 0.5,
+            "{lo} {hi}"
+        );
+        assert_eq!(binomial_999(100, 1.0), (100.0, 100.0));
+    }
+
+    #[test]
+    fn metric_sums_pick_labelled_samples() {
+        let text = "# HELP x y\nreset_peer_resets_observed_total{vm=\"web-01\"} 7\nreset_peer_resets_observed_total{vm=\"db\"} 3\n";
+        let m = metric_sums(text, "web-01");
+        assert_eq!(m["reset_peer_resets_observed_total"], 7.0);
+    }
+}
