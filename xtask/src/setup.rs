@@ -23,6 +23,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "python3",
+    // bench plots
+    "fonts-dejavu-core",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

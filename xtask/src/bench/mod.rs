@@ -104,6 +104,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     eprintln!("bench: RLIMIT_NOFILE {nofile} (inherited by the agent and the proxies)");
 
     let lab = Lab::new();
+    eprintln!(
+        "bench: lab namespaces {} (VM) and {} (caller)",
+        lab.vm.name(),
+        lab.caller.name()
+    );
     // The caller opens up to 100k short connections: use the whole port range and reuse
     // TIME_WAIT ports (both sysctls are per namespace).
     for kv in [
@@ -209,20 +214,50 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts and stops a peer once, so a peer that cannot run is reported instead of failing
-/// the whole bench.
+/// Starts a peer once (toxy without a poison) and checks that it answers plain requests, so a
+/// peer that cannot run is reported instead of measured as if it were slow.
 fn usable(b: &mut Bench, s: &Setup, skipped: &mut Vec<String>) -> bool {
-    let r = match s {
-        Setup::Haproxy => procs::haproxy(&b.lab.vm, b.paths, figures::HAPROXY_PORT).map(drop),
-        Setup::Toxy { toxicity } => {
-            procs::toxy(&b.lab.vm, b.paths, figures::TOXY_PORT, *toxicity, 1).map(drop)
-        }
-        _ => Ok(()),
+    let check = || -> anyhow::Result<()> {
+        let (bg, port) = match s {
+            Setup::Haproxy => (
+                procs::haproxy(&b.lab.vm, b.paths, figures::HAPROXY_PORT)?,
+                figures::HAPROXY_PORT,
+            ),
+            Setup::Toxy { .. } => (
+                procs::toxy(&b.lab.vm, b.paths, figures::TOXY_PORT, 0.0, 1)?,
+                figures::TOXY_PORT,
+            ),
+            _ => return Ok(()),
+        };
+        let out = load::run(
+            b.lab.caller.name(),
+            load::Plan {
+                addr: std::net::SocketAddr::from(([198, 18, 0, 2], port)),
+                kind: load::Kind::Request,
+                rate: 100.0,
+                count: 5,
+                max_duration: std::time::Duration::from_secs(5),
+                max_inflight: 5,
+                timeout: std::time::Duration::from_secs(3),
+            },
+        )?;
+        anyhow::ensure!(
+            out.ok == out.attempted && out.attempted > 0,
+            "with no fault configured it answered {} of {} plain GET / requests \
+             ({} closed with no response, {} reset, {} failed to connect); its output: {}",
+            out.ok,
+            out.attempted,
+            out.closed_after_us.len(),
+            out.resets,
+            out.connect_failed,
+            bg.output().replace('\n', " ")
+        );
+        Ok(())
     };
-    match r {
+    match check() {
         Ok(()) => true,
         Err(e) => {
-            skipped.push(format!("{}: cannot run: {e:#}", s.label()));
+            skipped.push(format!("{}: cannot run: {e:#}", s.series()));
             false
         }
     }
