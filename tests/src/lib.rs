@@ -8,6 +8,7 @@
 
 pub mod lab;
 pub mod proc;
+pub mod sim;
 
 use std::path::PathBuf;
 

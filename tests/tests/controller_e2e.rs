@@ -4,7 +4,6 @@
 //! both guests are clean afterwards, serial timing holds, an abort mid-window exits
 //! 130 with clean guests and partial reports, and no secret is visible in the
 //! guests' processes.
-use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,61 +18,18 @@ use serde_json::Value;
 const VC_PASSWORD: &str = "vc-E2e-Secret-5d1";
 const GUEST_PASSWORD: &str = "guest-E2e-Secret-8b4";
 
-/// A guest temp dir (the guests share this host's filesystem), removed on drop.
-struct GuestTmp(std::path::PathBuf);
-
-impl GuestTmp {
-    fn new() -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("ctl-e2e-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        GuestTmp(p)
-    }
-}
-
-impl Drop for GuestTmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The simulator binary serving two VMs backed by two labs' VM namespaces.
-struct Vcsim {
-    child: Child,
-    url: String,
-    tmp: GuestTmp,
-}
+/// The simulator serving the labs' VMs, with this file's credentials.
+struct Vcsim(reset_tests::sim::Vcsim);
 
 impl Vcsim {
     fn start(vms: &[(&str, &Lab)]) -> Vcsim {
-        let tmp = GuestTmp::new();
-        let mut c = Command::new(bin("vcsim"));
-        for (name, lab) in vms {
-            c.arg("--vm").arg(format!("{name}={}", lab.vm.name()));
-        }
-        c.args([
-            "--guest-user",
-            &format!("root:{GUEST_PASSWORD}"),
-            "--vc-user",
-            &format!("admin:{VC_PASSWORD}"),
-        ])
-        .arg("--tmp-dir")
-        .arg(&tmp.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-        let mut child = c.spawn().expect("spawn vcsim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().to_string();
-        assert!(
-            url.starts_with("https://127.0.0.1:"),
-            "vcsim's first line is its URL: {url:?}"
-        );
-        Vcsim { child, url, tmp }
+        let vms: Vec<(&str, &reset_tests::lab::Netns)> =
+            vms.iter().map(|(n, l)| (*n, &l.vm)).collect();
+        let creds = reset_tests::sim::Credentials {
+            guest: ("root", GUEST_PASSWORD),
+            vcenter: ("admin", VC_PASSWORD),
+        };
+        Vcsim(reset_tests::sim::Vcsim::start(None, &vms, &creds, "ctl-e2e").expect("start vcsim"))
     }
 
     fn controller(&self, args: &[&str]) -> Command {
@@ -82,7 +38,7 @@ impl Vcsim {
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GOVC_URL", &self.url)
+            .env("GOVC_URL", &self.0.url)
             .env("GOVC_USERNAME", "admin")
             .env("GOVC_PASSWORD", VC_PASSWORD)
             .env("VM_PASSWORD", GUEST_PASSWORD)
@@ -91,13 +47,6 @@ impl Vcsim {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         c
-    }
-}
-
-impl Drop for Vcsim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -380,6 +329,6 @@ fn abort_mid_window_leaves_clean_guests_and_partial_reports() {
     }
     assert_guest_clean(&a);
     assert_guest_clean(&b);
-    let left: Vec<_> = std::fs::read_dir(&sim.tmp.0).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(sim.0.guest_tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "guest files left: {left:?}");
 }

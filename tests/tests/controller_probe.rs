@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reset_tests::{bin, lab::Lab, proc::Service, require_root};
+use reset_tests::{bin, lab::Lab, proc::Service, require_root, sim::Vcsim};
 use serde_json::Value;
 
 const VC_PASSWORD: &str = "vc-Probe-Secret-71c";
@@ -23,72 +23,13 @@ const METRICS_ADDR: &str = "127.0.0.1:9464";
 /// Exit code of `run` when every VM is fine but the probe's verdict is fail.
 const EXIT_PROBE_FAILED: i32 = 3;
 
-/// A guest temp dir (the guest shares this host's filesystem), removed on drop.
-struct GuestTmp(std::path::PathBuf);
-
-impl GuestTmp {
-    fn new() -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("ctl-probe-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        GuestTmp(p)
-    }
-}
-
-impl Drop for GuestTmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The simulator, run inside the lab's caller namespace, serving the lab's VM as `vm`.
-struct Vcsim {
-    child: Child,
-    url: String,
-    tmp: GuestTmp,
-}
-
-impl Vcsim {
-    fn start(vm: &str, lab: &Lab) -> Vcsim {
-        let tmp = GuestTmp::new();
-        let mut child = lab
-            .caller
-            .command(bin("vcsim"))
-            .arg("--vm")
-            .arg(format!("{vm}={}", lab.vm.name()))
-            .args([
-                "--guest-user",
-                &format!("root:{GUEST_PASSWORD}"),
-                "--vc-user",
-                &format!("admin:{VC_PASSWORD}"),
-            ])
-            .arg("--tmp-dir")
-            .arg(&tmp.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn vcsim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().to_string();
-        assert!(
-            url.starts_with("https://127.0.0.1:"),
-            "vcsim's first line is its URL: {url:?}"
-        );
-        Vcsim { child, url, tmp }
-    }
-}
-
-impl Drop for Vcsim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.tmp;
-    }
+fn start_vcsim(vm: &str, lab: &Lab) -> Vcsim {
+    let creds = reset_tests::sim::Credentials {
+        guest: ("root", GUEST_PASSWORD),
+        vcenter: ("admin", VC_PASSWORD),
+    };
+    Vcsim::start(Some(&lab.caller), &[(vm, &lab.vm)], &creds, "ctl-probe").expect("start vcsim")
 }
 
 /// A controller run inside the caller namespace, its stdout and stderr pumped.
@@ -293,7 +234,7 @@ fn run_with_probe(
     toxicity: &str,
     probe_url: &str,
 ) -> (i32, Value, BTreeMap<String, f64>, String) {
-    let sim = Vcsim::start("vm", lab);
+    let sim = start_vcsim("vm", lab);
     let mut c = Controller::spawn(
         lab,
         &sim,

@@ -22,6 +22,7 @@ use reset_tests::{
     bin,
     lab::{Lab, VM_V4},
     proc::Service,
+    sim::{Credentials, Vcsim},
 };
 use serde_json::Value;
 
@@ -131,36 +132,21 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
 fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result<Outcome> {
     let (guest_pw, vc_pw) = (secret(), secret());
-    let tmp = std::env::temp_dir().join(format!("reset-peer-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
-    let _tmp_guard = TmpDir(tmp.clone());
-
-    let mut vcsim = lab.caller.command(bin("vcsim"));
-    vcsim
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--vm",
-            &format!("{VM}={}", lab.vm.name()),
-        ])
-        .args([
-            "--guest-user",
-            &format!("root:{guest_pw}"),
-            "--vc-user",
-            &format!("administrator@vsphere.local:{vc_pw}"),
-        ])
-        .arg("--tmp-dir")
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut vcsim = Proc(vcsim.spawn().context("starting vcsim")?);
-    let mut url = String::new();
-    BufReader::new(vcsim.0.stdout.take().expect("stdout")).read_line(&mut url)?;
-    let url = url.trim().to_owned();
+    let creds = Credentials {
+        guest: ("root", &guest_pw),
+        vcenter: ("administrator@vsphere.local", &vc_pw),
+    };
+    let vcsim = Vcsim::start(
+        Some(&lab.caller),
+        &[(VM, &lab.vm)],
+        &creds,
+        "reset-peer-demo",
+    )
+    .context("starting vcsim")?;
+    let url = vcsim.url.clone();
     eprintln!("demo: vCenter simulator at {url} (inside the caller namespace)");
 
-    let report_path = tmp.join("controller-report.json");
+    let report_path = vcsim.guest_tmp.path().join("controller-report.json");
     let duration = args.duration.to_string();
     let mut ctl = lab.caller.command(bin("reset-controller"));
     ctl.args(["run"])
@@ -407,14 +393,6 @@ fn wait_report(path: &PathBuf, ctl: &mut Proc, interrupted: &AtomicBool) -> anyh
             bail!("no controller report within 120 s");
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -7,7 +7,7 @@ use super::error::{Context, VcError};
 use super::guest_ops::{self as ops, GuestAuth, ProcessInfo, ProgramSpec};
 use super::inventory::{GuestManagers, VmInfo};
 use super::session::Session;
-use super::soap::Request;
+use super::soap::{MoRef, Request};
 use super::xml::Element;
 
 /// Time allowed for one file transfer.
@@ -100,41 +100,29 @@ impl Guest {
 
     /// MakeDirectoryInGuest.
     pub async fn make_dir(&self, path: &str) -> Result<(), VcError> {
-        let m = &self.managers;
-        self.call(ops::make_dir(
-            self.mgr(&m.file, "GuestFileManager")?,
-            &self.vm.moref,
-            &self.auth,
-            path,
-        ))
-        .await
-        .map(drop)
+        self.path_op(ops::make_dir, path).await
     }
 
     /// DeleteDirectoryInGuest, recursive.
     pub async fn delete_dir(&self, path: &str) -> Result<(), VcError> {
-        let m = &self.managers;
-        self.call(ops::delete_dir(
-            self.mgr(&m.file, "GuestFileManager")?,
-            &self.vm.moref,
-            &self.auth,
-            path,
-        ))
-        .await
-        .map(drop)
+        self.path_op(ops::delete_dir, path).await
     }
 
     /// DeleteFileInGuest.
     pub async fn delete_file(&self, path: &str) -> Result<(), VcError> {
-        let m = &self.managers;
-        self.call(ops::delete_file(
-            self.mgr(&m.file, "GuestFileManager")?,
-            &self.vm.moref,
-            &self.auth,
-            path,
-        ))
-        .await
-        .map(drop)
+        self.path_op(ops::delete_file, path).await
+    }
+
+    /// A GuestFileManager call on one path whose reply carries nothing.
+    async fn path_op(
+        &self,
+        build: fn(&MoRef, &MoRef, &GuestAuth, &str) -> Request,
+        path: &str,
+    ) -> Result<(), VcError> {
+        let file_mgr = self.mgr(&self.managers.file, "GuestFileManager")?;
+        self.call(build(file_mgr, &self.vm.moref, &self.auth, path))
+            .await
+            .map(drop)
     }
 
     /// ChangeFileAttributesInGuest: set a POSIX mode.
