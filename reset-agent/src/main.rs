@@ -109,13 +109,24 @@ fn run(
     }
 }
 
-/// Held connections cost two descriptors each (caller + service): lift the soft limit to the
-/// hard one so 10k held connections fit.
+/// Held connections cost two descriptors each (caller + service). Lift the limit as far as the
+/// kernel allows (root may raise the hard limit up to fs.nr_open, capped at 2^20), else the soft
+/// limit to the hard one, so tens of thousands of held connections never hit EMFILE.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
+    const CAP: u64 = 1 << 20;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let want = nr_open.min(CAP);
+    if want > hard && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return;
+    }
+    if soft < hard {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }

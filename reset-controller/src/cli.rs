@@ -20,7 +20,7 @@ use reset_controller::config::{
     self, FaultSettings, MetricsSettings, Mode, RunConfig, Selection, Sequence, Stream, Targets,
     VcenterSettings,
 };
-use reset_controller::vcenter::ConnectOptions;
+use reset_controller::vcenter::{ConnectOptions, Reconnect};
 
 /// Inject HTTP "connection reset by peer" faults into vSphere VMs through VMware
 /// Tools guest operations.
@@ -76,6 +76,10 @@ pub struct VcArgs {
     /// PEM file of extra CA certificates (used when GOVC_INSECURE=false).
     #[arg(long, env = "GOVC_TLS_CA_CERTS")]
     pub govc_tls_ca_certs: Option<PathBuf>,
+    /// Seconds one call keeps retrying (with backoff) when vCenter goes away after
+    /// login, e.g. while it restarts; 0 disables retries.
+    #[arg(long, env = "VC_RECONNECT_TIMEOUT", default_value_t = 300)]
+    pub vc_reconnect_timeout: u64,
 }
 
 /// Target VMs and guest login.
@@ -93,6 +97,10 @@ pub struct TargetArgs {
     /// The reset-agent binary to upload [default: reset-agent beside this program].
     #[arg(long, env = "AGENT")]
     pub agent: Option<PathBuf>,
+    /// Seconds after the agent ends before a guest-side janitor deletes the run's guest
+    /// files if this controller has not (because it was killed or lost vCenter).
+    #[arg(long, env = "GUEST_FILES_TTL", default_value_t = 600)]
+    pub guest_files_ttl: u64,
 }
 
 /// The fault's tunables.
@@ -257,6 +265,9 @@ impl VcArgs {
             },
             user: self.govc_username.clone(),
             password: config::read_secret("GOVC_PASSWORD", self.govc_password_file.as_deref())?,
+            reconnect: Reconnect {
+                budget: Duration::from_secs(self.vc_reconnect_timeout),
+            },
         })
     }
 }
@@ -278,6 +289,7 @@ impl TargetArgs {
             guest_user: self.vm_user_name.clone(),
             guest_password: config::read_secret("VM_PASSWORD", self.vm_password_file.as_deref())?,
             agent,
+            guest_files_ttl: Duration::from_secs(self.guest_files_ttl),
         })
     }
 }

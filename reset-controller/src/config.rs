@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::probe::{ProbeSettings, ProbeTarget, TargetError};
 use crate::secret::Secret;
-use crate::vcenter::ConnectOptions;
+use crate::vcenter::{ConnectOptions, Reconnect};
 
 /// Which direction the agent withholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -91,6 +91,8 @@ pub struct VcenterSettings {
     pub user: String,
     /// GOVC_PASSWORD.
     pub password: Secret,
+    /// VC_RECONNECT_TIMEOUT: how long calls ride out vCenter going away.
+    pub reconnect: Reconnect,
 }
 
 /// Which VMs and how to log in to their guests.
@@ -104,6 +106,8 @@ pub struct Targets {
     pub guest_password: Secret,
     /// The reset-agent binary to upload.
     pub agent: PathBuf,
+    /// GUEST_FILES_TTL: when the guest-side janitor removes an orphaned run's files.
+    pub guest_files_ttl: Duration,
 }
 
 /// Everything `run` needs.

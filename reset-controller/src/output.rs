@@ -130,6 +130,7 @@ mod tests {
             ..VmReport::default()
         };
         let r = RunReport {
+            run_id: "20261123t224512-4f2a".into(),
             started_at: String::new(),
             ended_at: String::new(),
             sequence: Sequence::Parallel,

@@ -122,6 +122,8 @@ impl VmReport {
 /// The controller's report (`--report PATH`, `--output json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// This run's id; its guest directories are named `reset-peer-<run_id>-*`.
+    pub run_id: String,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.

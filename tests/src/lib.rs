@@ -6,6 +6,7 @@
 //! resource is an RAII guard that cleans up on drop, including when a test panics).
 #![forbid(unsafe_code)]
 
+pub mod ctl;
 pub mod lab;
 pub mod proc;
 pub mod sim;

@@ -40,11 +40,18 @@ pub struct Credentials<'a> {
 }
 
 pub struct Vcsim {
-    child: Child,
+    child: Option<Child>,
     /// The URL vcsim printed on its first line (`https://127.0.0.1:PORT/sdk`).
     pub url: String,
     /// The guests' temporary directory (`--tmp-dir`); the guests share this filesystem.
     pub guest_tmp: TempDir,
+    /// The guests' process table (vcsim's "VMware Tools" state, `--state-dir`), kept
+    /// across [`Vcsim::stop`] + [`Vcsim::start_again`].
+    _tools: TempDir,
+    /// The namespace vcsim runs in, if any.
+    inside: Option<String>,
+    /// Its arguments except `--listen`.
+    args: Vec<String>,
 }
 
 impl Vcsim {
@@ -57,27 +64,50 @@ impl Vcsim {
         tmp_prefix: &str,
     ) -> std::io::Result<Vcsim> {
         let guest_tmp = TempDir::new(tmp_prefix)?;
-        let mut c = match inside {
-            Some(ns) => ns.command(crate::bin("vcsim")),
-            None => Command::new(crate::bin("vcsim")),
-        };
-        c.args(["--listen", "127.0.0.1:0"]);
+        let tools = TempDir::new(&format!("{tmp_prefix}-tools"))?;
+        let mut args = vec![
+            "--state-dir".to_string(),
+            tools.path().display().to_string(),
+        ];
         for (name, ns) in vms {
-            c.arg("--vm").arg(format!("{name}={}", ns.name()));
+            args.extend(["--vm".to_string(), format!("{name}={}", ns.name())]);
         }
         let (gu, gp) = creds.guest;
         let (vu, vp) = creds.vcenter;
-        c.args([
-            "--guest-user",
-            &format!("{gu}:{gp}"),
-            "--vc-user",
-            &format!("{vu}:{vp}"),
-        ])
-        .arg("--tmp-dir")
-        .arg(guest_tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        args.extend([
+            "--guest-user".to_string(),
+            format!("{gu}:{gp}"),
+            "--vc-user".to_string(),
+            format!("{vu}:{vp}"),
+            "--tmp-dir".to_string(),
+            guest_tmp.path().display().to_string(),
+        ]);
+        let mut sim = Vcsim {
+            child: None,
+            url: String::new(),
+            guest_tmp,
+            _tools: tools,
+            inside: inside.map(|n| n.name().to_string()),
+            args,
+        };
+        sim.spawn("127.0.0.1:0")?;
+        Ok(sim)
+    }
+
+    fn spawn(&mut self, listen: &str) -> std::io::Result<()> {
+        let mut c = match &self.inside {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(crate::bin("vcsim"));
+                c
+            }
+            None => Command::new(crate::bin("vcsim")),
+        };
+        c.args(["--listen", listen])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let mut child = c.spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
@@ -89,17 +119,41 @@ impl Vcsim {
                 "vcsim's first line should be its URL, got {url:?}"
             )));
         }
-        Ok(Vcsim {
-            child,
-            url,
-            guest_tmp,
-        })
+        self.url = url;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills vcsim (vCenter goes away). Guest programs keep running, as in real guests.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts vcsim again on the same address, with the same VMs and guest state (a
+    /// vCenter restart: sessions are gone, guests and their process tables are not).
+    pub fn start_again(&mut self) -> std::io::Result<()> {
+        let addr = self
+            .url
+            .trim_start_matches("https://")
+            .trim_end_matches("/sdk")
+            .to_string();
+        let old = self.url.clone();
+        self.spawn(&addr)?;
+        if self.url != old {
+            return Err(std::io::Error::other(format!(
+                "vcsim came back at {} instead of {old}",
+                self.url
+            )));
+        }
+        Ok(())
     }
 }
 
 impl Drop for Vcsim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -4,135 +4,19 @@
 //! both guests are clean afterwards, serial timing holds, an abort mid-window exits
 //! 130 with clean guests and partial reports, and no secret is visible in the
 //! guests' processes.
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reset_tests::{
     bin,
+    ctl::{
+        GUEST_PASSWORD, VC_PASSWORD, Vcsim, assert_guest_clean, assert_no_secret_in_guest,
+        injected, phase_ms, report, wait_bounded, wait_injected,
+    },
     lab::Lab,
     proc::{Service, curl},
     require_root,
 };
-use serde_json::Value;
-
-const VC_PASSWORD: &str = "vc-E2e-Secret-5d1";
-const GUEST_PASSWORD: &str = "guest-E2e-Secret-8b4";
-
-/// The simulator serving the labs' VMs, with this file's credentials.
-struct Vcsim(reset_tests::sim::Vcsim);
-
-impl Vcsim {
-    fn start(vms: &[(&str, &Lab)]) -> Vcsim {
-        let vms: Vec<(&str, &reset_tests::lab::Netns)> =
-            vms.iter().map(|(n, l)| (*n, &l.vm)).collect();
-        let creds = reset_tests::sim::Credentials {
-            guest: ("root", GUEST_PASSWORD),
-            vcenter: ("admin", VC_PASSWORD),
-        };
-        Vcsim(reset_tests::sim::Vcsim::start(None, &vms, &creds, "ctl-e2e").expect("start vcsim"))
-    }
-
-    fn controller(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("reset-controller"));
-        c.args(["--output", "json"])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GOVC_URL", &self.0.url)
-            .env("GOVC_USERNAME", "admin")
-            .env("GOVC_PASSWORD", VC_PASSWORD)
-            .env("VM_PASSWORD", GUEST_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-}
-
-fn wait_bounded(child: Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("reset-controller did not finish within {limit:?}");
-        }
-    }
-}
-
-fn injected(lab: &Lab) -> bool {
-    lab.vm.nft_ruleset().contains("reset_peer")
-}
-
-/// Wait until the agent's redirect is in place in `lab` (readiness, not a sleep).
-fn wait_injected(lab: &Lab, limit: Duration) {
-    let t = Instant::now();
-    while !injected(lab) {
-        assert!(
-            t.elapsed() < limit,
-            "agent never injected in {}",
-            lab.vm.name()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn assert_guest_clean(lab: &Lab) {
-    assert!(
-        !injected(lab),
-        "nftables table left behind:\n{}",
-        lab.vm.nft_ruleset()
-    );
-    let att = lab.vm.bpf_attachments("ens160");
-    assert!(!att.contains("reset_"), "tc programs left behind:\n{att}");
-    let c = curl(&lab.caller, &lab.url(false, 80, "/health"));
-    assert_eq!(
-        (c.exit, c.http_code.as_str()),
-        (0, "200"),
-        "a new connection works after cleanup: {c:?}"
-    );
-}
-
-/// No process in the guest has a secret in its command line or environment.
-fn assert_no_secret_in_guest(lab: &Lab) {
-    for pid in lab.vm.pids() {
-        for f in ["cmdline", "environ"] {
-            let data = std::fs::read(format!("/proc/{pid}/{f}")).unwrap_or_default();
-            let s = String::from_utf8_lossy(&data);
-            assert!(
-                !s.contains(VC_PASSWORD) && !s.contains(GUEST_PASSWORD),
-                "secret in /proc/{pid}/{f}"
-            );
-        }
-    }
-}
-
-fn phase_ms(row: &Value, prefix: &str) -> u64 {
-    row["timings"]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p[0].as_str().unwrap_or("").starts_with(prefix))
-        .and_then(|p| p[1].as_u64())
-        .unwrap_or_else(|| panic!("no phase {prefix} in {row}"))
-}
-
-fn report(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// Shown 3, parallel: both VMs at once; TOXICITY 50 with exact selection resets
 /// exactly half of each VM's new connections; reports collected; both guests clean.
@@ -329,6 +213,6 @@ fn abort_mid_window_leaves_clean_guests_and_partial_reports() {
     }
     assert_guest_clean(&a);
     assert_guest_clean(&b);
-    let left: Vec<_> = std::fs::read_dir(sim.0.guest_tmp.path()).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(sim.guest_tmp()).unwrap().collect();
     assert!(left.is_empty(), "guest files left: {left:?}");
 }

@@ -70,6 +70,38 @@ pub enum VmError {
         /// The parse error.
         reason: String,
     },
+    /// vCenter stayed unreachable longer than VC_RECONNECT_TIMEOUT while the agent ran.
+    #[error(
+        "lost vCenter while the agent ran on VM {vm} ({source}): its report was not collected and the controller could not remove {dir}; the agent stops by its own deadline and removes its nftables table and eBPF programs, and the guest-side janitor deletes {dir} {ttl_s} s after the agent ends"
+    )]
+    VcenterLost {
+        /// The VM.
+        vm: String,
+        /// The run directory left to the janitor.
+        dir: String,
+        /// GUEST_FILES_TTL.
+        ttl_s: u64,
+        /// The last failure.
+        source: VcError,
+    },
+    /// Another reset-peer run is active on the VM.
+    #[error(
+        "VM {vm} already has a reset-peer run in progress: run {run} (agent pid {pid}, started {started}, guest user {owner}, files in {dir}); nothing was changed on this VM: wait for that run to end (its agent stops by its own deadline) or stop its controller"
+    )]
+    AlreadyRunning {
+        /// The VM.
+        vm: String,
+        /// The other run's id.
+        run: String,
+        /// Its agent's pid.
+        pid: i64,
+        /// When its agent started.
+        started: String,
+        /// The guest user running it.
+        owner: String,
+        /// Its guest directory.
+        dir: String,
+    },
     /// The run was aborted before this VM was injected.
     #[error("aborted before injection")]
     Aborted,

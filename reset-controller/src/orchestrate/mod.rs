@@ -40,6 +40,21 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// A new run id: UTC start time to the second plus 16 random bits, e.g.
+/// `20261123t224512-4f2a`; it names the run's guest directories.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let stamp: String = t
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(15)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let random = std::hash::RandomState::new().build_hasher().finish() as u16;
+    format!("{stamp}-{random:04x}")
+}
+
 /// Logged-in session plus one `VmRun` per name; VMs that cannot be looked up are
 /// already failed.
 struct Connected {
@@ -64,7 +79,7 @@ async fn connect(
         r.phase("logging in to vCenter");
     }
     let found = async {
-        let s = Session::login(&vc.connect, &vc.user, vc.password.expose()).await?;
+        let s = Session::login_resilient(&vc.connect, &vc.user, &vc.password, vc.reconnect).await?;
         let managers = inventory::guest_managers(&s).await;
         let vms = inventory::find_vms(&s, &targets.vms).await;
         Ok::<_, VcError>((s, managers, vms))
@@ -118,15 +133,21 @@ async fn connect(
 }
 
 /// Stage every VM that has a guest, concurrently; returns the runs in order.
-async fn stage_all(runs: Vec<(VmRun, Option<Guest>)>, agent: &Bytes, config: &str) -> Vec<VmRun> {
+async fn stage_all(
+    runs: Vec<(VmRun, Option<Guest>)>,
+    agent: &Bytes,
+    config: &str,
+    run_id: &str,
+) -> Vec<VmRun> {
     let mut set = JoinSet::new();
     let n = runs.len();
     for (i, (mut r, g)) in runs.into_iter().enumerate() {
         let agent = agent.clone();
         let config = config.to_string();
+        let run_id = run_id.to_string();
         set.spawn(async move {
             if let Some(g) = g
-                && let Err(e) = r.stage(g, agent, config).await
+                && let Err(e) = r.stage(g, agent, config, &run_id).await
             {
                 r.fail(&e);
                 r.remove().await;
@@ -160,7 +181,11 @@ async fn inject_one(
     }
     let window = cfg.fault.total_chaos_duration;
     let grace = GRACE + cfg.fault.reset_timeout;
-    if let Err(e) = r.inject(window, grace, abort, login_at, fault_window).await {
+    let ttl = cfg.targets.guest_files_ttl;
+    if let Err(e) = r
+        .inject(window, grace, ttl, abort, login_at, fault_window)
+        .await
+    {
         r.fail(&e);
     }
     r.remove().await;
@@ -195,7 +220,9 @@ pub async fn run(
     metrics: &Metrics,
 ) -> RunReport {
     let started_at = now_rfc3339();
+    let run_id = new_run_id();
     let progress = Progress::new(Instant::now(), &cfg.targets.vms, quiet);
+    progress.line("*", &format!("run {run_id}"));
     let fault_window = FaultWindow::default();
     let probe_task = cfg
         .probe
@@ -207,7 +234,7 @@ pub async fn run(
         login_at,
     } = connect(&cfg.vcenter, &cfg.targets, &progress, metrics).await;
     let config = crate::agent_config::render(&cfg.fault);
-    let mut runs = stage_all(runs, agent, &config).await;
+    let mut runs = stage_all(runs, agent, &config, &run_id).await;
 
     let ramp = cfg.ramp_time;
     let staged = runs.iter().any(|r| r.launcher().is_some());
@@ -291,6 +318,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
     }
     RunReport {
+        run_id,
         started_at,
         ended_at: now_rfc3339(),
         sequence: cfg.sequence,
@@ -328,7 +356,7 @@ pub async fn agent_command(
     let progress = Progress::new(Instant::now(), &targets.vms, quiet);
     let Connected { session, runs, .. } =
         connect(vc, targets, &progress, &Metrics::default()).await;
-    let runs = stage_all(runs, agent, config.unwrap_or("")).await;
+    let runs = stage_all(runs, agent, config.unwrap_or(""), &new_run_id()).await;
     let with_config = config.is_some();
     let mut set = JoinSet::new();
     let n = runs.len();

@@ -25,6 +25,57 @@ const POLL: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(4);
 /// Time `reset-agent cleanup` gets on abort.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Guest directories are `<guest tmp>/reset-peer-<run id>-<random>`.
+pub const DIR_PREFIX: &str = "reset-peer-";
+/// The guest-side janitor: waits for the agent (pid $0) to end, then $1 seconds, then
+/// deletes the run directory ($2). `/proc/PID` rather than `kill -0`, which a non-root
+/// guest user cannot send to the root agent.
+const JANITOR: &str =
+    r#"while [ -d "/proc/$0" ]; do sleep 1; done; sleep "$1"; rm -rf -- "$2""#;
+
+/// Another run's agent found in the guest's process list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherRun {
+    /// Its run id (from its directory name).
+    pub run: String,
+    /// Its agent's pid.
+    pub pid: i64,
+    /// Its directory.
+    pub dir: String,
+    /// Who runs it.
+    pub owner: String,
+    /// When it started.
+    pub started: String,
+}
+
+/// The first live `reset-agent run` of a reset-peer run directory in `procs`.
+pub fn other_run(procs: &[crate::vcenter::ProcessInfo]) -> Option<OtherRun> {
+    procs.iter().filter(|p| p.exited().is_none()).find_map(|p| {
+        let words: Vec<&str> = p
+            .cmd_line
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c| c == '"' || c == '\''))
+            .collect();
+        let agent = words.iter().position(|w| {
+            w.strip_suffix("/reset-agent")
+                .and_then(|dir| dir.rsplit('/').next())
+                .is_some_and(|name| name.starts_with(DIR_PREFIX))
+        })?;
+        if words.get(agent + 1) != Some(&"run") {
+            return None;
+        }
+        let dir = words[agent].trim_end_matches("/reset-agent");
+        let name = dir.rsplit('/').next()?.strip_prefix(DIR_PREFIX)?;
+        let run = name.rsplit_once('-').map_or(name, |(id, _random)| id);
+        Some(OtherRun {
+            run: run.to_string(),
+            pid: p.pid,
+            dir: dir.to_string(),
+            owner: if p.owner.is_empty() { "?".into() } else { p.owner.clone() },
+            started: p.start_time.clone().unwrap_or_else(|| "?".into()),
+        })
+    })
+}
 
 /// The files of one run in the guest.
 #[derive(Debug, Clone)]
@@ -61,6 +112,8 @@ pub struct VmRun {
     pub report: VmReport,
     launcher: Option<Launcher>,
     dir: Option<GuestDir>,
+    /// The janitor's pid, terminated once the controller removed the files itself.
+    janitor: Option<i64>,
     progress: Progress,
     metrics: Metrics,
 }
@@ -77,6 +130,7 @@ impl VmRun {
             },
             launcher: None,
             dir: None,
+            janitor: None,
             progress,
             metrics,
         }
@@ -123,13 +177,14 @@ impl VmRun {
         self.launcher.as_ref()
     }
 
-    /// Check the VM, validate guest credentials and sudo, create the run directory
-    /// and upload the agent and its config.
+    /// Check the VM, validate guest credentials and sudo, refuse if another run is
+    /// active, create the run directory and upload the agent and its config.
     pub async fn stage(
         &mut self,
         guest: Guest,
         agent: bytes::Bytes,
         config: String,
+        run_id: &str,
     ) -> Result<(), VmError> {
         self.metrics_phase(Phase::Staging);
         self.phase("checking power state and VMware Tools");
@@ -150,9 +205,23 @@ impl VmRun {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.phase("creating guest directory");
+        self.phase("checking for another reset-peer run");
         let g = launcher.guest().clone();
-        let dir = GuestDir::new(g.create_temp_dir("reset-peer-").await?);
+        if let Some(o) = other_run(&g.processes().await?) {
+            return Err(VmError::AlreadyRunning {
+                vm: self.report.vm.clone(),
+                run: o.run,
+                pid: o.pid,
+                started: o.started,
+                owner: o.owner,
+                dir: o.dir,
+            });
+        }
+        self.phase("creating guest directory");
+        let dir = GuestDir::new(
+            g.create_temp_dir(&format!("{DIR_PREFIX}{run_id}-"))
+                .await?,
+        );
         self.report.guest_dir = Some(dir.dir.clone());
         self.dir = Some(dir.clone());
         self.launcher = Some(launcher);
@@ -178,6 +247,7 @@ impl VmRun {
         &mut self,
         window: Duration,
         grace: Duration,
+        files_ttl: Duration,
         abort: &Abort,
         login_at: Instant,
         fault_window: &FaultWindow,
@@ -205,10 +275,40 @@ impl VmRun {
             "agent running (pid {pid}), window {} s",
             window.as_secs()
         ));
-        let outcome = l.wait(pid, window + grace, POLL, abort).await?;
+        self.start_janitor(&l, &d, pid, files_ttl).await;
+        let outcome = match l.wait(pid, window + grace, POLL, abort).await {
+            Ok(o) => o,
+            Err(e @ (VcError::Unreachable { .. } | VcError::ConnectionLost { .. })) => {
+                return Err(VmError::VcenterLost {
+                    vm: self.report.vm.clone(),
+                    dir: d.dir.clone(),
+                    ttl_s: files_ttl.as_secs(),
+                    source: e,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let code = match outcome {
             WaitOutcome::Exited(c) => Some(c),
             WaitOutcome::Vanished => {
+                // VMware Tools forgets processes (e.g. when it restarts); the agent's
+                // report still says how it ended.
+                self.phase(&format!(
+                    "agent pid {pid} is no longer listed by VMware Tools (exit code unknown): reading its report"
+                ));
+                let collected = self.collect(&l, &d).await;
+                let clean = self
+                    .report
+                    .agent_report
+                    .as_ref()
+                    .and_then(|r| r.pointer("/cleanup/verified"))
+                    .and_then(serde_json::Value::as_bool)
+                    == Some(true);
+                if collected.is_ok() && clean {
+                    self.report.status = "ok".into();
+                    self.phase("agent report says the window ended and cleanup was verified");
+                    return Ok(());
+                }
                 return Err(VmError::AgentVanished {
                     vm: self.report.vm.clone(),
                     pid,
@@ -262,6 +362,20 @@ impl VmRun {
                 log_tail: self.log_tail(&l, &d).await,
             }),
             None => collected,
+        }
+    }
+
+    /// Start the guest-side janitor that deletes the run directory `ttl` after the
+    /// agent ends, in case this controller dies or loses vCenter before it can. A
+    /// failure to start it is logged, not fatal: the controller still cleans up.
+    async fn start_janitor(&mut self, l: &Launcher, d: &GuestDir, pid: i64, ttl: Duration) {
+        let (pid_s, ttl_s) = (pid.to_string(), ttl.as_secs().to_string());
+        let spec = l.spec("/bin/sh", &["-c", JANITOR, &pid_s, &ttl_s, &d.dir], None, false);
+        match l.start(&spec).await {
+            Ok(j) => self.janitor = Some(j),
+            Err(e) => {
+                tracing::warn!(vm = %self.report.vm, error = %e, "the guest-side janitor could not be started");
+            }
         }
     }
 
@@ -371,9 +485,72 @@ impl VmRun {
                 self.report.guest_files_removed = true;
                 self.dir = None;
                 self.phase("guest files removed");
+                if let Some(j) = self.janitor.take() {
+                    match l.guest().terminate(j).await {
+                        Ok(()) | Err(VcError::GuestProcessNotFound { .. }) => {}
+                        Err(e) => tracing::warn!(vm = %self.report.vm, error = %e, "stopping the guest-side janitor failed"),
+                    }
+                }
             }
             Ok(Err(e)) => self.fail(&VmError::from(e)),
             Err(_) => self.phase("removing guest files timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vcenter::ProcessInfo;
+
+    fn proc(pid: i64, cmd: &str, ended: bool) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            cmd_line: cmd.into(),
+            owner: "root".into(),
+            start_time: Some("2026-11-23T22:45:12Z".into()),
+            end_time: ended.then(|| "2026-11-23T22:46:12Z".into()),
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn finds_a_live_agent_run_and_its_run_id() {
+        let procs = [
+            proc(1, "/sbin/init", false),
+            // An earlier run that ended, and a cleanup that is not a run.
+            proc(
+                7,
+                "\"/bin/sh\" -c 'exec ...' /tmp/reset-peer-20261123t214500-0001-abc/reset-agent run --config x",
+                true,
+            ),
+            proc(
+                8,
+                "\"/tmp/reset-peer-20261123t220000-0002-def/reset-agent\" cleanup",
+                false,
+            ),
+            proc(
+                42,
+                "\"/bin/sh\" -c 'exec \"$0\" \"$@\" >/tmp/reset-peer-20261123t224512-4f2a-x1y2z3/agent.log 2>&1 </dev/null' /tmp/reset-peer-20261123t224512-4f2a-x1y2z3/reset-agent run --config /tmp/reset-peer-20261123t224512-4f2a-x1y2z3/agent.toml",
+                false,
+            ),
+        ];
+        let o = other_run(&procs).unwrap();
+        assert_eq!(o.run, "20261123t224512-4f2a");
+        assert_eq!(o.pid, 42);
+        assert_eq!(o.dir, "/tmp/reset-peer-20261123t224512-4f2a-x1y2z3");
+        assert_eq!(o.started, "2026-11-23T22:45:12Z");
+        assert!(other_run(&procs[..3]).is_none());
+        // A user's own program that merely mentions the name is not a run.
+        assert!(other_run(&[proc(9, "vim /tmp/notes/reset-agent run", false)]).is_none());
+    }
+
+    #[test]
+    fn run_ids_name_directories_and_parse_back() {
+        let id = super::super::new_run_id();
+        assert_eq!(id.len(), "20261123t224512-4f2a".len(), "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let cmd = format!("/tmp/{DIR_PREFIX}{id}-Q9x/reset-agent run");
+        assert_eq!(other_run(&[proc(3, &cmd, false)]).unwrap().run, id);
     }
 }

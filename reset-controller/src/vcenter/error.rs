@@ -6,11 +6,22 @@ use super::soap::{DecodeError, Fault};
 /// Everything that can go wrong talking to vCenter.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VcError {
-    /// TCP connect, DNS or timeout failure.
+    /// TCP connect or DNS failure: the request never reached vCenter.
     #[error(
         "cannot reach vCenter at {url}: {reason}: check GOVC_URL and that the host is reachable"
     )]
     Unreachable {
+        /// The URL called.
+        url: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The connection failed or timed out after the request was sent: vCenter may or may
+    /// not have carried it out.
+    #[error(
+        "the connection to vCenter at {url} failed mid-call: {reason}: vCenter may be restarting or overloaded"
+    )]
+    ConnectionLost {
         /// The URL called.
         url: String,
         /// What the transport said.
@@ -279,11 +290,27 @@ impl VcError {
                 url: url.to_string(),
                 reason,
             }
-        } else {
+        } else if e.is_connect() || e.is_builder() {
             Self::Unreachable {
                 url: url.to_string(),
                 reason,
             }
+        } else {
+            Self::ConnectionLost {
+                url: url.to_string(),
+                reason,
+            }
+        }
+    }
+
+    /// Whether a call that failed this way may be retried after vCenter comes back:
+    /// always when the request never left (`Unreachable`); when it may have been carried
+    /// out (`ConnectionLost`), only if repeating it changes nothing (`idempotent`).
+    pub fn retryable(&self, idempotent: bool) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::ConnectionLost { .. } => idempotent,
+            _ => false,
         }
     }
 }

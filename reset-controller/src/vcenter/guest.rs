@@ -49,7 +49,7 @@ impl Guest {
             guest_user: &self.auth.user,
             ..Context::default()
         };
-        self.session.transport().call(req, cx).await
+        self.session.call(req, cx).await
     }
 
     fn mgr<'a>(
@@ -249,6 +249,20 @@ impl Guest {
             ))
             .await?;
         Ok(ops::parse_processes(&r).into_iter().find(|p| p.pid == pid))
+    }
+
+    /// ListProcessesInGuest without pids: every process the guest lists.
+    pub async fn processes(&self) -> Result<Vec<ProcessInfo>, VcError> {
+        let m = &self.managers;
+        let r = self
+            .call(ops::list_processes(
+                self.mgr(&m.process, "GuestProcessManager")?,
+                &self.vm.moref,
+                &self.auth,
+                &[],
+            ))
+            .await?;
+        Ok(ops::parse_processes(&r))
     }
 
     /// TerminateProcessInGuest.

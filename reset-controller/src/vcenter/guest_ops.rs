@@ -151,6 +151,10 @@ pub struct ProcessInfo {
     pub pid: i64,
     /// Command line as the guest reports it.
     pub cmd_line: String,
+    /// The guest user running it.
+    pub owner: String,
+    /// When it started, as the guest reports it.
+    pub start_time: Option<String>,
     /// Set once the process exited.
     pub end_time: Option<String>,
     /// Exit code; absent with `end_time` set means 0.
@@ -172,6 +176,12 @@ pub fn parse_processes(reply: &Element) -> Vec<ProcessInfo> {
             Some(ProcessInfo {
                 pid: p.child_text("pid")?.trim().parse().ok()?,
                 cmd_line: p.child_text("cmdLine").unwrap_or("").to_string(),
+                owner: p.child_text("owner").unwrap_or("").trim().to_string(),
+                start_time: p
+                    .child_text("startTime")
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
                 end_time: p
                     .child_text("endTime")
                     .map(str::trim)

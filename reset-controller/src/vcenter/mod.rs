@@ -21,4 +21,4 @@ pub use error::VcError;
 pub use guest::Guest;
 pub use guest_ops::{GuestAuth, ProcessInfo, ProgramSpec};
 pub use inventory::{GuestManagers, VmInfo};
-pub use session::Session;
+pub use session::{Reconnect, Session};

@@ -1,10 +1,70 @@
 //! Session lifecycle: RetrieveServiceContent, Login (the reply's
-//! `vmware_soap_session` cookie is kept by the transport), Logout.
+//! `vmware_soap_session` cookie is kept by the transport), Logout, and riding out a
+//! vCenter restart: calls made through [`Session::call`] retry with backoff while
+//! vCenter is unreachable (bounded by [`Reconnect::budget`]) and log in again when
+//! vCenter no longer knows the session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::client::{ConnectOptions, Transport};
 use super::error::{Context, VcError};
 use super::soap::{MoRef, Request, returnval};
 use super::xml::Element;
+use crate::secret::Secret;
+
+/// First wait before retrying a call that could not reach vCenter; doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long to keep trying when vCenter goes away mid-run.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    /// Total time one call may spend retrying; zero disables retries.
+    pub budget: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Calls that change nothing when repeated, so they may be retried even when the
+/// connection broke after the request was sent. Everything else (StartProgramInGuest,
+/// uploads, Login) is retried only when the request provably never left.
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "RetrieveServiceContent"
+            | "RetrievePropertiesEx"
+            | "RetrieveProperties"
+            | "ContinueRetrievePropertiesEx"
+            | "ListProcessesInGuest"
+            | "ValidateCredentialsInGuest"
+            | "InitiateFileTransferFromGuest"
+            | "ChangeFileAttributesInGuest"
+            | "TerminateProcessInGuest"
+            | "DeleteDirectoryInGuest"
+            | "DeleteFileInGuest"
+            | "Logout"
+    )
+}
+
+/// What a second login needs; the password never leaves this struct except in the
+/// Login request body.
+#[derive(Debug)]
+struct Relogin {
+    password: Secret,
+    reconnect: Reconnect,
+    /// Serialises re-logins: concurrent VM tasks that all see NotAuthenticated log in
+    /// once. Holds the number of logins so far.
+    logins: tokio::sync::Mutex<u64>,
+}
 
 /// The parts of the ServiceContent this client uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +124,29 @@ pub struct Session {
     transport: Transport,
     content: ServiceContent,
     user: String,
+    relogin: Option<Arc<Relogin>>,
 }
 
 impl Session {
-    /// Connect, read the ServiceContent and log in.
+    /// Connect, read the ServiceContent and log in; later calls through
+    /// [`Session::call`] ride out a vCenter restart as `reconnect` allows. The first
+    /// login is never retried: a wrong GOVC_URL fails at once.
+    pub async fn login_resilient(
+        opts: &ConnectOptions,
+        user: &str,
+        password: &Secret,
+        reconnect: Reconnect,
+    ) -> Result<Self, VcError> {
+        let mut s = Self::login(opts, user, password.expose()).await?;
+        s.relogin = Some(Arc::new(Relogin {
+            password: password.clone(),
+            reconnect,
+            logins: tokio::sync::Mutex::new(1),
+        }));
+        Ok(s)
+    }
+
+    /// Connect, read the ServiceContent and log in (no reconnection).
     pub async fn login(opts: &ConnectOptions, user: &str, password: &str) -> Result<Self, VcError> {
         let mut transport = Transport::new(opts)?;
         let version = transport.negotiate_version().await?;
@@ -96,12 +175,103 @@ impl Session {
             transport,
             content,
             user: user.to_string(),
+            relogin: None,
         })
+    }
+
+    /// One SOAP call that survives vCenter going away: transport failures are retried
+    /// with exponential backoff (250 ms doubling to 5 s) until the reconnect budget is
+    /// spent, non-idempotent calls only when the request never left; a session vCenter
+    /// no longer knows (it restarted) is replaced by a new login, once per call.
+    pub async fn call(&self, req: Request, cx: Context<'_>) -> Result<Element, VcError> {
+        let Some(relogin) = &self.relogin else {
+            return self.transport.call(req, cx).await;
+        };
+        let method = req.method();
+        let deadline = Instant::now() + relogin.reconnect.budget;
+        let mut backoff = FIRST_BACKOFF;
+        let mut logged_in_again = false;
+        let mut warned = false;
+        loop {
+            let seen = *relogin.logins.lock().await;
+            let err = match self.transport.call(req.clone(), cx).await {
+                Ok(reply) => {
+                    if warned {
+                        tracing::warn!(method, "vCenter is reachable again");
+                    }
+                    return Ok(reply);
+                }
+                Err(e) => e,
+            };
+            match err {
+                VcError::NotAuthenticated { .. } if !logged_in_again => {
+                    logged_in_again = true;
+                    self.login_again(relogin, seen, deadline).await?;
+                }
+                e if e.retryable(idempotent(method)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    if !warned {
+                        warned = true;
+                        tracing::warn!(
+                            method,
+                            error = %e,
+                            budget_s = relogin.reconnect.budget.as_secs(),
+                            "vCenter unreachable: retrying with backoff"
+                        );
+                    }
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                e => return Err(e),
+            }
+        }
+    }
+
+    /// Log in again on the same transport (new session cookie), unless another task
+    /// already did since `seen`. Retries while vCenter is unreachable, until `deadline`.
+    async fn login_again(
+        &self,
+        relogin: &Relogin,
+        seen: u64,
+        deadline: Instant,
+    ) -> Result<(), VcError> {
+        let mut logins = relogin.logins.lock().await;
+        if *logins != seen {
+            return Ok(());
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let req = login_request(
+                &self.content.session_manager,
+                &self.user,
+                relogin.password.expose(),
+            );
+            let cx = Context {
+                vc_user: &self.user,
+                ..Context::default()
+            };
+            match self.transport.call(req, cx).await {
+                Ok(_) => {
+                    *logins += 1;
+                    tracing::warn!(user = %self.user, "vCenter had dropped the session: logged in again");
+                    return Ok(());
+                }
+                Err(e) if e.retryable(false) && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// End the session; failures are logged, not returned (the session expires anyway).
     pub async fn logout(&self) {
         let req = Request::new("Logout", &self.content.session_manager);
+        // Not through `call`: a logout is not worth waiting for vCenter to come back.
         if let Err(e) = self.transport.call(req, Context::default()).await {
             tracing::debug!(error = %e, "logout failed");
         }

@@ -62,7 +62,7 @@ impl MoRef {
 }
 
 /// Builds the body of one request: `<Method xmlns="urn:vim25">...</Method>`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     method: &'static str,
     inner: String,

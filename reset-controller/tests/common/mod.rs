@@ -50,6 +50,7 @@ pub struct SimHandle {
     pub url: String,
     pub cert_pem: String,
     pub guest_tmp: TempDir,
+    _tools: TempDir,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -65,6 +66,7 @@ pub fn vm(name: &str) -> VmSpec {
 /// Start a simulator with these VMs (programs run on this host) over TLS.
 pub fn start_sim(vms: Vec<VmSpec>) -> SimHandle {
     let guest_tmp = TempDir::new("guest");
+    let tools = TempDir::new("tools");
     let cfg = SimConfig {
         vms,
         guest_users: vec![
@@ -73,6 +75,7 @@ pub fn start_sim(vms: Vec<VmSpec>) -> SimHandle {
         ],
         vc_user: Some((VC_USER.into(), VC_PASSWORD.into())),
         tmp_dir: Some(guest_tmp.0.clone()),
+        state_dir: Some(tools.0.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -92,6 +95,7 @@ pub fn start_sim(vms: Vec<VmSpec>) -> SimHandle {
         url: format!("https://{addr}/sdk"),
         cert_pem,
         guest_tmp,
+        _tools: tools,
         _rt: rt,
     }
 }

@@ -97,10 +97,28 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
     Ok((addr, hostport.to_owned(), path))
 }
 
-async fn attempt(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Attempt {
+/// When the latest connect was started and the latest connection established (µs since `t0`),
+/// for offered and achieved connection rates.
+struct LastConnect {
+    t0: Instant,
+    issued_us: AtomicU64,
+    us: AtomicU64,
+}
+
+async fn attempt(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    last: &LastConnect,
+) -> Attempt {
     let start = Instant::now();
     let fut = async {
+        last.issued_us
+            .fetch_max(last.t0.elapsed().as_micros() as u64, Relaxed);
         let mut s = TcpStream::connect(addr).await?;
+        last.us
+            .fetch_max(last.t0.elapsed().as_micros() as u64, Relaxed);
         s.set_nodelay(true)?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: reset-peer-caller\r\nConnection: close\r\n\r\n"
@@ -134,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (addr, host, path) = parse_url(&args.url)?;
     let totals = Arc::new(Totals::default());
+    let last_connect = Arc::new(LastConnect {
+        t0: Instant::now(),
+        issued_us: AtomicU64::new(0),
+        us: AtomicU64::new(0),
+    });
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline =
@@ -156,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     for _ in 0..args.concurrency.max(1) {
+        let last_connect = last_connect.clone();
         let (args, totals, next, sem, host, path) = (
             args.clone(),
             totals.clone(),
@@ -181,7 +205,14 @@ async fn main() -> anyhow::Result<()> {
                 let mut ok = false;
                 for try_no in 0..=args.retries {
                     totals.attempts.fetch_add(1, Relaxed);
-                    match attempt(addr, &host, &p, Duration::from_millis(args.timeout_ms)).await {
+                    match attempt(
+                        addr,
+                        &host,
+                        &p,
+                        Duration::from_millis(args.timeout_ms),
+                        &last_connect,
+                    )
+                    .await {
                         Attempt::Ok => {
                             ok = true;
                             break;
@@ -245,6 +276,11 @@ async fn main() -> anyhow::Result<()> {
         "latency_ms": {"p50": pct(&mut lat, 0.5), "p99": pct(&mut lat, 0.99), "max": pct(&mut lat, 1.0)},
         "reset_after_ms": {"min": if ra.is_empty() { 0.0 } else { pct(&mut ra, 0.0) }, "p50": pct(&mut ra, 0.5), "max": pct(&mut ra, 1.0)},
         "elapsed_s": started.elapsed().as_secs_f64(),
+        // Start -> the last connection established: with --concurrency >= --requests, the
+        // time the whole burst of connections took to open.
+        "connect_span_s": last_connect.us.load(Relaxed) as f64 / 1e6,
+        // Start -> the last connect() started: the offered burst.
+        "connect_issue_span_s": last_connect.issued_us.load(Relaxed) as f64 / 1e6,
     });
     println!("{summary}");
     Ok(())

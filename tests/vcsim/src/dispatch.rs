@@ -183,6 +183,7 @@ mod tests {
             guest_users: vec![("root".into(), "pw".into())],
             vc_user: Some(("admin".into(), "vcpw".into())),
             tmp_dir: None,
+            state_dir: None,
         })
     }
 

@@ -96,11 +96,7 @@ pub async fn call(sim: &Sim, scheme: &str, method: &str, cx: Ctx<'_>) -> Result<
         "CreateTemporaryDirectoryInGuest" => {
             let base = match req.text_of("directoryPath").filter(|p| !p.is_empty()) {
                 Some(p) => PathBuf::from(p),
-                None => sim
-                    .cfg
-                    .tmp_dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("/tmp")),
+                None => sim.cfg.guest_tmp(),
             };
             let prefix = req.text_of("prefix").unwrap_or("");
             let suffix = req.text_of("suffix").unwrap_or("");
@@ -221,7 +217,7 @@ pub async fn call(sim: &Sim, scheme: &str, method: &str, cx: Ctx<'_>) -> Result<
                     .map(str::to_string),
                 env: spec.all("envVariables").map(|e| e.text.clone()).collect(),
             };
-            let pid = process::start(sim, cx.vm, &cx.user, &prog)?;
+            let pid = process::start(sim, cx.vm, &cx.user, &prog).await?;
             Ok(leaf("returnval", &pid.to_string()))
         }
         "ListProcessesInGuest" => {

@@ -34,6 +34,24 @@ pub struct SimConfig {
     /// The guests' temporary directory (CreateTemporaryDirectoryInGuest without a
     /// directoryPath); `/tmp` if `None`.
     pub tmp_dir: Option<PathBuf>,
+    /// Where the guests' "VMware Tools" keep their process table (what Tools itself
+    /// keeps inside a real guest): started programs and their exit codes survive a
+    /// restart of the simulator. `$TMPDIR/vcsim-tools` if `None`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl SimConfig {
+    /// The guests' temporary directory.
+    pub fn guest_tmp(&self) -> PathBuf {
+        self.tmp_dir.clone().unwrap_or_else(|| PathBuf::from("/tmp"))
+    }
+
+    /// The directory of the guests' process table.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("vcsim-tools"))
+    }
 }
 
 /// A pending /guestFile transfer.
@@ -99,11 +117,17 @@ pub fn token() -> String {
 }
 
 impl Sim {
-    /// New state for `cfg`.
+    /// New state for `cfg`; the guests' process table is read back from
+    /// [`SimConfig::tools_dir`] (programs started before a restart keep running and
+    /// report their exits).
     pub fn new(cfg: SimConfig) -> Self {
+        let procs = crate::process::load(&cfg.tools_dir());
         Self {
             cfg: Arc::new(cfg),
-            inner: Arc::new(Mutex::new(Inner::default())),
+            inner: Arc::new(Mutex::new(Inner {
+                procs,
+                ..Inner::default()
+            })),
         }
     }
 
@@ -185,17 +209,21 @@ impl Sim {
         self.lock().procs.insert((vm, p.pid), p);
     }
 
-    /// Record a process exit.
-    pub fn end_proc(&self, vm: usize, pid: i64, code: i32) {
-        if let Some(p) = self.lock().procs.get_mut(&(vm, pid)) {
-            p.end = Some(SystemTime::now());
-            p.exit = Some(code);
+    /// Pick up exits the guests' supervisors recorded since the last look.
+    fn refresh(&self, i: &mut Inner) {
+        let dir = self.cfg.tools_dir();
+        for ((vm, pid), p) in i.procs.iter_mut().filter(|(_, p)| p.exit.is_none()) {
+            if let Some((end, code)) = crate::process::exit_of(&dir, *vm, *pid) {
+                p.end = Some(end);
+                p.exit = Some(code);
+            }
         }
     }
 
     /// Processes of a VM: the given pids, or all if empty.
     pub fn procs(&self, vm: usize, pids: &[i64]) -> Vec<Proc> {
-        let i = self.lock();
+        let mut i = self.lock();
+        self.refresh(&mut i);
         let mut v: Vec<Proc> = i
             .procs
             .iter()
@@ -208,6 +236,8 @@ impl Sim {
 
     /// One process.
     pub fn proc(&self, vm: usize, pid: i64) -> Option<Proc> {
-        self.lock().procs.get(&(vm, pid)).cloned()
+        let mut i = self.lock();
+        self.refresh(&mut i);
+        i.procs.get(&(vm, pid)).cloned()
     }
 }

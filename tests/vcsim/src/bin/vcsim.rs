@@ -39,6 +39,9 @@ struct Args {
     /// The guests' temporary directory [default: /tmp].
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
+    /// The guests' process table (kept across restarts) [default: $TMPDIR/vcsim-tools].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Write the self-signed certificate (PEM) here, for GOVC_TLS_CA_CERTS.
     #[arg(long)]
     cert_out: Option<PathBuf>,
@@ -85,6 +88,7 @@ fn config(a: &Args) -> Result<SimConfig> {
             .map(|v| pair(v, "--vc-user"))
             .transpose()?,
         tmp_dir: a.tmp_dir.clone(),
+        state_dir: a.state_dir.clone(),
     })
 }
 
