@@ -55,10 +55,10 @@ pub struct CleanupArgs {
 #[derive(Args, Debug)]
 pub struct FaultArgs {
     /// Service port whose new connections are reset [default: 80].
-    #[arg(long, env = "TARGET_SERVICE_PORT")]
+    #[arg(long, env = "TARGET_SERVICE_PORT", allow_hyphen_values = true)]
     pub target_service_port: Option<String>,
     /// Local port of the resetting proxy [default: 8080].
-    #[arg(long, env = "PROXY_PORT")]
+    #[arg(long, env = "PROXY_PORT", allow_hyphen_values = true)]
     pub proxy_port: Option<String>,
     /// Interface the callers' traffic arrives on [default: ens160].
     #[arg(long, env = "NETWORK_INTERFACE")]

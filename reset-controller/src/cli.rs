@@ -257,6 +257,9 @@ pub struct CleanupArgs {
 impl VcArgs {
     /// Resolve, reading GOVC_PASSWORD from the environment or the file.
     pub fn resolve(&self) -> Result<VcenterSettings> {
+        if let Err(e) = reset_controller::vcenter::client::sdk_url(&self.govc_url) {
+            return Err(config::ConfigError::BadUrl(e.to_string()).into());
+        }
         Ok(VcenterSettings {
             connect: ConnectOptions {
                 url: self.govc_url.clone(),
@@ -297,16 +300,32 @@ impl TargetArgs {
 impl FaultArgs {
     /// Validate.
     pub fn resolve(&self) -> Result<FaultSettings> {
-        if self.proxy_port == self.target_service_port {
+        let target = config::check_port("TARGET_SERVICE_PORT", self.target_service_port)?;
+        let proxy = config::check_port("PROXY_PORT", self.proxy_port)?;
+        if proxy == target {
             return Err(config::ConfigError::SamePorts(self.proxy_port).into());
         }
+        let reset_ms = config::check_range(
+            "RESET_TIMEOUT",
+            self.reset_timeout,
+            0,
+            config::MAX_RESET_TIMEOUT_MS,
+            "whole milliseconds from 0 to 3600000",
+        )?;
+        let window_s = config::check_range(
+            "TOTAL_CHAOS_DURATION",
+            self.total_chaos_duration,
+            1,
+            config::MAX_DURATION_S,
+            "whole seconds from 1 to 604800",
+        )?;
         Ok(FaultSettings {
-            target_service_port: self.target_service_port,
-            proxy_port: self.proxy_port,
-            network_interface: self.network_interface.clone(),
+            target_service_port: target,
+            proxy_port: proxy,
+            network_interface: config::check_interface(&self.network_interface)?,
             toxicity: config::check_toxicity(self.toxicity)?,
-            reset_timeout: Duration::from_millis(self.reset_timeout),
-            total_chaos_duration: Duration::from_secs(self.total_chaos_duration),
+            reset_timeout: Duration::from_millis(reset_ms),
+            total_chaos_duration: Duration::from_secs(window_s),
             stream: match self.stream {
                 StreamArg::Downstream => Stream::Downstream,
                 StreamArg::Upstream => Stream::Upstream,
@@ -327,12 +346,26 @@ impl FaultArgs {
 impl RunArgs {
     /// Resolve into a [`RunConfig`].
     pub fn resolve(&self) -> Result<RunConfig> {
+        let ramp_s = config::check_range(
+            "RAMP_TIME",
+            self.ramp_time,
+            0,
+            config::MAX_DURATION_S,
+            "whole seconds from 0 to 604800",
+        )?;
+        let interval_s = config::check_range(
+            "CHAOS_INTERVAL",
+            self.chaos_interval,
+            0,
+            config::MAX_DURATION_S,
+            "whole seconds from 0 to 604800",
+        )?;
         Ok(RunConfig {
             vcenter: self.vc.resolve()?,
             targets: self.targets.resolve()?,
             fault: self.fault.resolve()?,
-            ramp_time: Duration::from_secs(self.ramp_time),
-            chaos_interval: Duration::from_secs(self.chaos_interval),
+            ramp_time: Duration::from_secs(ramp_s),
+            chaos_interval: Duration::from_secs(interval_s),
             sequence: match self.sequence {
                 SequenceArg::Parallel => Sequence::Parallel,
                 SequenceArg::Serial => Sequence::Serial,

@@ -160,6 +160,21 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A tunable outside its range or malformed.
+    #[error("{name} must be {expected}, got {value:?}: {fix}")]
+    Invalid {
+        /// The tunable.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+        /// How to fix it.
+        fix: &'static str,
+    },
+    /// GOVC_URL cannot be used.
+    #[error("{0}")]
+    BadUrl(String),
     /// PROXY_PORT equals TARGET_SERVICE_PORT.
     #[error("PROXY_PORT and TARGET_SERVICE_PORT are both {0}: choose another PROXY_PORT")]
     SamePorts(u16),
@@ -217,6 +232,63 @@ pub fn parse_vm_names(raw: &str) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// Longest fault window and ramp accepted (as the agent: one week).
+pub const MAX_DURATION_S: u64 = 7 * 24 * 3600;
+/// Longest RESET_TIMEOUT accepted (as the agent: one hour).
+pub const MAX_RESET_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Check a port: 1-65535.
+pub fn check_port(name: &'static str, port: u16) -> Result<u16, ConfigError> {
+    if port == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            value: port.to_string(),
+            expected: "a TCP port from 1 to 65535",
+            fix: "give the port the service (or the proxy) listens on",
+        });
+    }
+    Ok(port)
+}
+
+/// Check an interface name the way the kernel does (1-15 bytes, no '/', whitespace or NUL,
+/// not "." or "..").
+pub fn check_interface(name: &str) -> Result<String, ConfigError> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(|c: char| c == '/' || c == '\0' || c.is_whitespace())
+        || name == "."
+        || name == ".."
+    {
+        return Err(ConfigError::Invalid {
+            name: "NETWORK_INTERFACE",
+            value: name.to_string(),
+            expected: "an interface name of 1-15 characters without '/' or spaces",
+            fix: "run `ip -br link` in the guest and pass one of its interfaces",
+        });
+    }
+    Ok(name.to_string())
+}
+
+/// Check a whole number of seconds or milliseconds against `min..=max`.
+pub fn check_range(
+    name: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            value: value.to_string(),
+            expected,
+            fix: "see `reset-controller run --help` for the accepted range",
+        })
+    }
 }
 
 /// Check a toxicity percentage.
