@@ -106,3 +106,45 @@ fn there_is_no_password_flag() {
         assert!(r.is_err(), "{flag} must not exist");
     }
 }
+
+#[test]
+fn secrets_never_show_in_debug_output_or_errors() {
+    // A panic message or a `{:?}` in a log prints these structures; the passwords read from
+    // files must come out as `***` everywhere.
+    let dir = std::env::temp_dir().join(format!("reset-ctl-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (vc, guest) = (dir.join("vc"), dir.join("guest"));
+    std::fs::write(&vc, "vc-Debug-Secret-1\n").unwrap();
+    std::fs::write(&guest, "guest-Debug-Secret-2\n").unwrap();
+    let agent = std::env::current_exe().unwrap();
+    let cli = Cli::try_parse_from([
+        "reset-controller",
+        "run",
+        "--govc-url",
+        "https://vc.example/sdk",
+        "--govc-username",
+        "u",
+        "--vm-name",
+        "a",
+        "--govc-password-file",
+        vc.to_str().unwrap(),
+        "--vm-password-file",
+        guest.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+    ])
+    .unwrap();
+    let Command::Run(r) = cli.command else {
+        panic!()
+    };
+    let cfg = r.resolve().unwrap();
+    assert_eq!(cfg.vcenter.password.expose(), "vc-Debug-Secret-1");
+    let auth = reset_controller::vcenter::GuestAuth {
+        user: cfg.targets.guest_user.clone(),
+        password: cfg.targets.guest_password.clone(),
+    };
+    let shown = format!("{cfg:?} {cfg:#?} {auth:?} {:?}", cfg.targets);
+    assert!(!shown.contains("Debug-Secret"), "{shown}");
+    assert!(shown.contains("***"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
