@@ -91,7 +91,10 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
         || procs_matching(&lab, "reset-agent").is_empty() && !injected(&lab),
     );
     let ended = injected_at.elapsed();
-    assert!(ended <= Duration::from_secs(6), "agent ended after {ended:?}");
+    assert!(
+        ended <= Duration::from_secs(6),
+        "agent ended after {ended:?}"
+    );
     wait_until(
         Duration::from_secs(10),
         "the guest-side janitor removes the run directory",
@@ -136,7 +139,9 @@ fn vcenter_restart_mid_window_controller_reconnects() {
         assert_eq!(c.exit, 56, "the fault holds while vCenter is away: {c:?}");
         resets += 1;
     }
-    sim.0.start_again().expect("vcsim restarts on the same address");
+    sim.0
+        .start_again()
+        .expect("vcsim restarts on the same address");
     let out = wait_bounded(child, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v = report(&out);
@@ -226,7 +231,11 @@ fn second_controller_on_the_same_vm_refuses_naming_the_first() {
     );
     let v2 = report(&second);
     assert_eq!(second.status.code(), Some(1), "{v2}");
-    assert_eq!(sim.guest_files(), files_before, "the second run changed nothing");
+    assert_eq!(
+        sim.guest_files(),
+        files_before,
+        "the second run changed nothing"
+    );
     assert_eq!(procs_matching(&lab, "reset-agent run").len(), 1);
     let out = wait_bounded(first, Duration::from_secs(40));
     let v1 = report(&out);
@@ -266,7 +275,8 @@ fn agent_killed_under_the_controller() {
         .pids()
         .into_iter()
         .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "reset-agent")
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "reset-agent")
         })
         .collect();
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -283,7 +293,10 @@ fn agent_killed_under_the_controller() {
     let row = &v["vms"][0];
     assert_eq!(row["agent_exit_code"], 137, "{row}");
     assert!(
-        row["error"].as_str().unwrap().contains("exited with code 137"),
+        row["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 137"),
         "{row}"
     );
     assert_eq!(row["guest_files_removed"], true, "{row}");
@@ -374,7 +387,10 @@ fn ten_thousand_held_plus_a_five_thousand_burst() {
     // service, use half of the default ephemeral range (32768-60999); the kernel's port search
     // then dominates connect() (perf: __inet_check_established). Busy hosts widen the range.
     for ns in [&lab.caller, &lab.vm] {
-        let out = ns.output("sysctl", &["-qw", "net.ipv4.ip_local_port_range=1024 65535"]);
+        let out = ns.output(
+            "sysctl",
+            &["-qw", "net.ipv4.ip_local_port_range=1024 65535"],
+        );
         assert!(out.status.success(), "{out:?}");
     }
     let _svc = Service::start(&lab.vm, 80, None);
@@ -454,5 +470,88 @@ fn ten_thousand_held_plus_a_five_thousand_burst() {
         run.stderr
     );
     assert_eq!(run.report()["cleanup"]["verified"], true);
+    assert_guest_clean(&lab);
+}
+
+/// `reset-agent` with CAP_BPF, CAP_SYS_ADMIN and CAP_PERFMON dropped from the bounding set:
+/// running as root, yet unable to load any BPF program.
+fn agent_without_bpf(lab: &Lab, args: &[&str]) -> std::process::Output {
+    lab.vm
+        .command("setpriv")
+        .args(["--bounding-set", "-bpf,-sys_admin,-perfmon", "--"])
+        .arg(bin("reset-agent"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// No BPF at all: `preflight` says the run will take the userspace path and why, `auto` runs
+/// in userspace mode and still resets, `--mode kernel` refuses with a clear message and
+/// changes nothing.
+#[test]
+fn without_bpf_the_agent_degrades_to_userspace_mode() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let _svc = Service::start(&lab.vm, 80, None);
+    let out = agent_without_bpf(&lab, &["preflight"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("path: mode userspace"), "{text}");
+    let out = agent_without_bpf(
+        &lab,
+        &["run", "--mode", "kernel", "--total-chaos-duration", "3"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("BPF") || err.contains("bpf"), "{err}");
+    assert!(!injected(&lab), "--mode kernel failed but left a table");
+
+    let report = std::env::temp_dir().join(format!("{}-nobpf.json", lab.vm.name()));
+    let report_s = report.to_str().unwrap().to_string();
+    let (run, curls) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            agent_without_bpf(
+                &lab,
+                &[
+                    "run",
+                    "--toxicity",
+                    "100",
+                    "--reset-timeout",
+                    "200",
+                    "--total-chaos-duration",
+                    "3",
+                    "--report",
+                    &report_s,
+                ],
+            )
+        });
+        wait_until(Duration::from_secs(20), "userspace fault active", || {
+            injected(&lab)
+        });
+        let curls: Vec<i32> = (0..3)
+            .map(|_| curl(&lab.caller, &lab.url(false, 80, "/")).exit)
+            .collect();
+        (run.join().unwrap(), curls)
+    });
+    assert_eq!(curls, [56, 56, 56]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(r["mode"], "userspace", "{r}");
+    assert_eq!(r["counts_kernel_observed"], false, "{r}");
+    assert!(
+        r["mode_reason"].as_str().is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
+    assert_eq!(r["resets_issued"], 3, "{r}");
+    assert_eq!(r["cleanup"]["verified"], true, "{r}");
     assert_guest_clean(&lab);
 }
