@@ -16,8 +16,7 @@ pub struct Vcsim(pub crate::sim::Vcsim);
 
 impl Vcsim {
     pub fn start(vms: &[(&str, &Lab)]) -> Vcsim {
-        let vms: Vec<(&str, &crate::lab::Netns)> =
-            vms.iter().map(|(n, l)| (*n, &l.vm)).collect();
+        let vms: Vec<(&str, &crate::lab::Netns)> = vms.iter().map(|(n, l)| (*n, &l.vm)).collect();
         let creds = crate::sim::Credentials {
             guest: ("root", GUEST_PASSWORD),
             vcenter: ("admin", VC_PASSWORD),
@@ -138,4 +137,3 @@ pub fn report(out: &Output) -> Value {
         )
     })
 }
-

@@ -30,8 +30,7 @@ pub const DIR_PREFIX: &str = "reset-peer-";
 /// The guest-side janitor: waits for the agent (pid $0) to end, then $1 seconds, then
 /// deletes the run directory ($2). `/proc/PID` rather than `kill -0`, which a non-root
 /// guest user cannot send to the root agent.
-const JANITOR: &str =
-    r#"while [ -d "/proc/$0" ]; do sleep 1; done; sleep "$1"; rm -rf -- "$2""#;
+const JANITOR: &str = r#"while [ -d "/proc/$0" ]; do sleep 1; done; sleep "$1"; rm -rf -- "$2""#;
 
 /// Another run's agent found in the guest's process list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +70,11 @@ pub fn other_run(procs: &[crate::vcenter::ProcessInfo]) -> Option<OtherRun> {
             run: run.to_string(),
             pid: p.pid,
             dir: dir.to_string(),
-            owner: if p.owner.is_empty() { "?".into() } else { p.owner.clone() },
+            owner: if p.owner.is_empty() {
+                "?".into()
+            } else {
+                p.owner.clone()
+            },
             started: p.start_time.clone().unwrap_or_else(|| "?".into()),
         })
     })
@@ -218,10 +221,7 @@ impl VmRun {
             });
         }
         self.phase("creating guest directory");
-        let dir = GuestDir::new(
-            g.create_temp_dir(&format!("{DIR_PREFIX}{run_id}-"))
-                .await?,
-        );
+        let dir = GuestDir::new(g.create_temp_dir(&format!("{DIR_PREFIX}{run_id}-")).await?);
         self.report.guest_dir = Some(dir.dir.clone());
         self.dir = Some(dir.clone());
         self.launcher = Some(launcher);
@@ -370,7 +370,12 @@ impl VmRun {
     /// failure to start it is logged, not fatal: the controller still cleans up.
     async fn start_janitor(&mut self, l: &Launcher, d: &GuestDir, pid: i64, ttl: Duration) {
         let (pid_s, ttl_s) = (pid.to_string(), ttl.as_secs().to_string());
-        let spec = l.spec("/bin/sh", &["-c", JANITOR, &pid_s, &ttl_s, &d.dir], None, false);
+        let spec = l.spec(
+            "/bin/sh",
+            &["-c", JANITOR, &pid_s, &ttl_s, &d.dir],
+            None,
+            false,
+        );
         match l.start(&spec).await {
             Ok(j) => self.janitor = Some(j),
             Err(e) => {
@@ -488,7 +493,9 @@ impl VmRun {
                 if let Some(j) = self.janitor.take() {
                     match l.guest().terminate(j).await {
                         Ok(()) | Err(VcError::GuestProcessNotFound { .. }) => {}
-                        Err(e) => tracing::warn!(vm = %self.report.vm, error = %e, "stopping the guest-side janitor failed"),
+                        Err(e) => {
+                            tracing::warn!(vm = %self.report.vm, error = %e, "stopping the guest-side janitor failed")
+                        }
                     }
                 }
             }

@@ -212,7 +212,8 @@ async fn main() -> anyhow::Result<()> {
                         Duration::from_millis(args.timeout_ms),
                         &last_connect,
                     )
-                    .await {
+                    .await
+                    {
                         Attempt::Ok => {
                             ok = true;
                             break;

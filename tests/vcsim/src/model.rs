@@ -43,7 +43,9 @@ pub struct SimConfig {
 impl SimConfig {
     /// The guests' temporary directory.
     pub fn guest_tmp(&self) -> PathBuf {
-        self.tmp_dir.clone().unwrap_or_else(|| PathBuf::from("/tmp"))
+        self.tmp_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
     }
 
     /// The directory of the guests' process table.

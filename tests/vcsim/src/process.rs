@@ -63,7 +63,9 @@ pub async fn start(sim: &Sim, vm: usize, owner: &str, prog: &Program) -> Result<
     if !std::path::Path::new(&prog.path).exists() {
         return Err(faults::file_not_found(&prog.path));
     }
-    let system = |e: &dyn std::fmt::Display| faults::system_error(&format!("cannot start {}: {e}", prog.path));
+    let system = |e: &dyn std::fmt::Display| {
+        faults::system_error(&format!("cannot start {}: {e}", prog.path))
+    };
     let dir = sim.cfg.tools_dir();
     std::fs::create_dir_all(&dir).map_err(|e| system(&e))?;
     let line = format!("{} {}", quote(&prog.path), prog.arguments);
@@ -107,7 +109,10 @@ pub async fn start(sim: &Sim, vm: usize, owner: &str, prog: &Program) -> Result<
     .await
     .map_err(|_| system(&"the supervisor did not report a pid"))?
     .map_err(|e| system(&e))?;
-    let pid: i64 = first.trim().parse().map_err(|_| system(&format!("supervisor said {first:?}")))?;
+    let pid: i64 = first
+        .trim()
+        .parse()
+        .map_err(|_| system(&format!("supervisor said {first:?}")))?;
     // Reap the supervisor when it ends (it is our child until we stop).
     tokio::spawn(async move {
         let _ = child.wait().await;
@@ -135,7 +140,11 @@ pub async fn start(sim: &Sim, vm: usize, owner: &str, prog: &Program) -> Result<
 /// Persist a start: `vm<I>-<PID>.proc` holds the pending exit-file name, start time,
 /// owner, name and command line, one per line (the command line last).
 fn save(dir: &Path, vm: usize, p: &Proc, pending: &Path) -> std::io::Result<()> {
-    let start = p.start.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let start = p
+        .start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let text = format!(
         "{}\n{start}\n{}\n{}\n{}",
         pending.display(),
@@ -151,7 +160,11 @@ fn save(dir: &Path, vm: usize, p: &Proc, pending: &Path) -> std::io::Result<()> 
 pub fn exit_of(dir: &Path, vm: usize, pid: i64) -> Option<(SystemTime, i32)> {
     let rec = std::fs::read_to_string(record(dir, vm, pid)).ok()?;
     let exit = PathBuf::from(rec.lines().next()?);
-    let code = std::fs::read_to_string(&exit).ok()?.trim().parse::<i32>().ok()?;
+    let code = std::fs::read_to_string(&exit)
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
     let end = std::fs::metadata(&exit)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now());
