@@ -1,24 +1,22 @@
 //! nftables: the redirect that sends selected connections to the proxy.
 //!
-//! Owns the one table `inet reset_peer`, built and removed in single batches over netlink
-//! (nftnl + mnl; never by running `nft`), every ack checked, the table read back after creation.
+//! Owns the one table `inet reset_peer`, built and removed in single batches over netfilter
+//! netlink in pure Rust (`wire` encodes and parses messages, `expr` the expressions, `netlink`
+//! talks to the kernel; never by running `nft`, no libnftnl), every ack checked, the table read
+//! back after creation.
 //! The table carries NFT_TABLE_F_OWNER, so it belongs to the socket held in `Redirect` and the
 //! kernel deletes it if the agent dies. Only this module touches netfilter netlink.
-mod ffi;
+mod expr;
+mod netlink;
+#[cfg(test)]
+mod tests;
+mod wire;
 
 use std::{ffi::CString, io};
 
-use nftnl::{
-    Batch, Chain, FinalizedBatch, MsgType, ProtoFamily, Rule, Table,
-    expr::{
-        Cmp, CmpOp, Conntrack, Immediate, InterfaceName, Meta, Payload, Register, TcpHeaderField,
-        TransportHeaderField,
-    },
-    nftnl_sys::libc,
-};
-
-pub use ffi::TableInfo;
-use ffi::{AlignedBuf, FlaggedTable, NFT_TABLE_F_OWNER, Notrack, Redirect as RedirExpr};
+use expr::{Expr, MetaKey, PortField, ifname};
+use netlink::Socket;
+use wire::{Attrs, Batch, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, Reply};
 
 /// The table every run uses; `nft list table inet reset_peer` shows it during a window.
 pub const TABLE_NAME: &str = "reset_peer";
@@ -31,6 +29,38 @@ const RAW_PRIORITY: i32 = -300;
 const CHAIN_PRIORITY: i32 = -110;
 /// Compared against by the drain-time keep-alive rule; any value works, the rule has no effect.
 const KEEPALIVE_CT_MARK: u32 = 0x7273_7470;
+
+/// NFT_TABLE_F_OWNER (kernel >= 5.12): the table belongs to the netlink socket that created it
+/// and is deleted by the kernel when that socket closes.
+const NFT_TABLE_F_OWNER: u32 = 0x2;
+/// NFPROTO_INET: IPv4 and IPv6 in one table.
+const NFPROTO_INET: u8 = 1;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_LOCAL_OUT: u32 = 3;
+const IPPROTO_TCP: u8 = 6;
+
+// enum nf_tables_msg_types (linux/netfilter/nf_tables.h)
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+// enum nft_table_attributes
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USE: u16 = 3;
+// enum nft_chain_attributes, nft_hook_attributes
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+// enum nft_rule_attributes
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -67,10 +97,25 @@ pub struct RedirectSpec {
     pub untrack_unselected: bool,
 }
 
+/// A table as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    pub name: CString,
+    pub family: u32,
+    pub flags: u32,
+    /// Number of objects (chains, sets) in the table.
+    pub use_count: u32,
+}
+
+impl TableInfo {
+    fn is_ours(&self) -> bool {
+        self.name.as_bytes() == TABLE_NAME.as_bytes() && self.family == u32::from(NFPROTO_INET)
+    }
+}
+
 /// A live redirect. Dropping it closes the socket, and the kernel removes an owned table.
 pub struct Redirect {
-    socket: mnl::Socket,
-    seq: u32,
+    socket: Socket,
     /// False on kernels < 5.12, where the table is a normal one (removed by cleanup).
     pub owned: bool,
 }
@@ -78,32 +123,33 @@ pub struct Redirect {
 impl Redirect {
     /// Creates the table, chain and rule in one batch, then reads the table back.
     pub fn install(spec: &RedirectSpec) -> Result<Redirect, NftError> {
-        let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
+        let socket = Socket::open().map_err(NftError::Socket)?;
         let mut this = Redirect {
             socket,
-            seq: 0,
             owned: true,
         };
-        match this.send(build(spec, NFT_TABLE_F_OWNER, this.seq), "create table") {
+        let plan = build(spec, NFT_TABLE_F_OWNER, this.socket.next_seq());
+        match this.apply(plan, "create table") {
             Ok(()) => {}
             Err(NftError::Rejected { source, .. })
-                if ffi::errno(&source) == Some(libc::EOPNOTSUPP) =>
+                if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
             {
                 // Kernel without owner tables: fall back to a plain table.
                 this.owned = false;
-                this.send(build(spec, 0, this.seq), "create table")?;
+                let plan = build(spec, 0, this.socket.next_seq());
+                this.apply(plan, "create table")?;
             }
-            Err(NftError::Rejected { source, .. }) if ffi::errno(&source) == Some(libc::EPERM) => {
+            Err(NftError::Rejected { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
                 return Err(NftError::Busy);
             }
             Err(e) => return Err(e),
         }
-        let tables = list_tables_on(&this.socket, &mut this.seq)?;
+        let tables = list_tables_on(&mut this.socket)?;
         let ours = tables
             .iter()
-            .find(|t| {
-                t.name.as_bytes() == TABLE_NAME.as_bytes() && t.family == ProtoFamily::Inet as u32
-            })
+            .find(|t| t.is_ours())
             .ok_or(NftError::ReadBack("the table is not listed after creation"))?;
         if this.owned && ours.flags & NFT_TABLE_F_OWNER == 0 {
             return Err(NftError::ReadBack("the table lacks the owner flag"));
@@ -123,27 +169,16 @@ impl Redirect {
     /// flush the chain and add a match-only `ct mark == MARK` rule (no statement, no effect)
     /// whose reference is taken before the redirect's is dropped. `remove` deletes it all.
     pub fn stop_redirecting(&mut self) -> Result<(), NftError> {
-        let name = table_name();
-        let shadow = Table::new(&name, ProtoFamily::Inet);
-        let chain = Chain::new(CString::new(CHAIN_NAME).expect("no NUL"), &shadow);
-        // A DELRULE without a handle deletes every rule of the chain (`nft flush chain`).
-        let flush = Rule::new(&chain);
-        let mut keep_conntrack = Rule::new(&chain);
-        keep_conntrack.add_expr(&Conntrack::Mark { set: false });
-        keep_conntrack.add_expr(&Cmp::new(CmpOp::Eq, KEEPALIVE_CT_MARK));
-        let mut batch = Batch::new();
-        batch.add(&flush, MsgType::Del);
-        batch.add(&keep_conntrack, MsgType::Add);
-        self.send(batch.finalize(), "stop redirecting")
+        let plan = stop_plan(self.socket.next_seq());
+        self.apply(plan, "stop redirecting")
     }
 
     /// Deletes the table through the owning socket and checks it is gone.
     pub fn remove(mut self) -> Result<(), NftError> {
-        let mut batch = Batch::new();
-        let table = FlaggedTable::new(&table_name(), ProtoFamily::Inet, 0);
-        batch.add(&table, MsgType::Del);
-        self.send(batch.finalize(), "delete table")?;
-        if table_exists_on(&self.socket, &mut self.seq)? {
+        let mut batch = Batch::new(self.socket.next_seq());
+        table_msg(&mut batch, NFT_MSG_DELTABLE, 0);
+        self.apply(batch, "delete table")?;
+        if table_exists_on(&mut self.socket)? {
             return Err(NftError::ReadBack(
                 "the table is still listed after deletion",
             ));
@@ -151,90 +186,151 @@ impl Redirect {
         Ok(())
     }
 
-    fn send(&mut self, batch: FinalizedBatch, what: &'static str) -> Result<(), NftError> {
-        let seqs = batch.sequence_numbers();
-        self.seq = seqs.end;
-        send_batch(&self.socket, &batch, seqs).map_err(|source| NftError::Rejected { what, source })
+    fn apply(&mut self, batch: Batch, what: &'static str) -> Result<(), NftError> {
+        self.socket
+            .apply(batch)
+            .map_err(|source| NftError::Rejected { what, source })
     }
 }
 
-fn table_name() -> CString {
-    CString::new(TABLE_NAME).expect("no NUL in table name")
-}
-
-/// The plan for one redirect: table, nat prerouting chain, one rule.
-fn build(spec: &RedirectSpec, table_flags: u32, _seq: u32) -> FinalizedBatch {
-    let name = table_name();
-    let table_msg = FlaggedTable::new(&name, ProtoFamily::Inet, table_flags);
-    // nftnl's Chain needs an nftnl Table for its name and family; it is not sent.
-    let shadow = Table::new(&name, ProtoFamily::Inet);
-    let mut chain = Chain::new(CString::new(CHAIN_NAME).expect("no NUL"), &shadow);
-    chain.set_hook(nftnl::Hook::PreRouting, CHAIN_PRIORITY);
-    chain.set_type(nftnl::ChainType::Nat);
-
-    let mut rule = Rule::new(&chain);
-    let iface = CString::new(spec.interface.as_str()).expect("validated: no NUL");
-    rule.add_expr(&Meta::IifName);
-    rule.add_expr(&Cmp::new(CmpOp::Eq, InterfaceName::Exact(iface)));
+/// The plan for one redirect: table, nat prerouting chain, one rule (and the raw chains that
+/// exempt unselected flows from conntrack, when asked).
+fn build(spec: &RedirectSpec, table_flags: u32, seq: u32) -> Batch {
+    let mut batch = Batch::new(seq);
+    table_msg(&mut batch, NFT_MSG_NEWTABLE, table_flags);
+    base_chain(
+        &mut batch,
+        CHAIN_NAME,
+        NF_INET_PRE_ROUTING,
+        CHAIN_PRIORITY,
+        "nat",
+    );
+    let mut redirect = vec![
+        Expr::Meta(MetaKey::IifName),
+        Expr::eq(ifname(&spec.interface)),
+    ];
     if let Some(mark) = spec.mark {
-        rule.add_expr(&Meta::Mark { set: false });
-        rule.add_expr(&Cmp::new(CmpOp::Eq, mark));
+        redirect.extend([Expr::Meta(MetaKey::Mark), Expr::eq(mark.to_ne_bytes())]);
     }
-    rule.add_expr(&Meta::L4Proto);
-    rule.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
-    rule.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
-        TcpHeaderField::Dport,
-    )));
-    rule.add_expr(&Cmp::new(CmpOp::Eq, spec.target_port.to_be()));
-    rule.add_expr(&Immediate::new(spec.proxy_port.to_be(), Register::Reg1));
-    rule.add_expr(&RedirExpr {
-        port_register: Register::Reg1,
-    });
-
-    let mut batch = Batch::new();
-    batch.add(&table_msg, MsgType::Add);
-    batch.add(&chain, MsgType::Add);
-    batch.add(&rule, MsgType::Add);
+    redirect.extend(tcp_port(PortField::Dport, spec.target_port));
+    redirect.extend([
+        Expr::Immediate(spec.proxy_port.to_be_bytes().to_vec()),
+        Expr::RedirPortFromReg1,
+    ]);
+    rule(&mut batch, CHAIN_NAME, &redirect);
 
     // Unselected flows skip conntrack: unmarked packets to the port on the way in, and the
     // service's packets from the port on the way out (selected flows' replies leave the proxy
     // from PROXY_PORT and are translated after this hook, so they stay tracked).
-    let mut raw_in = Chain::new(CString::new(RAW_IN).expect("no NUL"), &shadow);
-    raw_in.set_hook(nftnl::Hook::PreRouting, RAW_PRIORITY);
-    raw_in.set_type(nftnl::ChainType::Filter);
-    let mut raw_out = Chain::new(CString::new(RAW_OUT).expect("no NUL"), &shadow);
-    raw_out.set_hook(nftnl::Hook::Out, RAW_PRIORITY);
-    raw_out.set_type(nftnl::ChainType::Filter);
-    let mut untrack_in = Rule::new(&raw_in);
-    let mut untrack_out = Rule::new(&raw_out);
     if let (Some(mark), true) = (spec.mark, spec.untrack_unselected) {
-        let iface = CString::new(spec.interface.as_str()).expect("validated: no NUL");
-        untrack_in.add_expr(&Meta::IifName);
-        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, InterfaceName::Exact(iface.clone())));
-        untrack_in.add_expr(&Meta::Mark { set: false });
-        untrack_in.add_expr(&Cmp::new(CmpOp::Neq, mark));
-        untrack_in.add_expr(&Meta::L4Proto);
-        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
-        untrack_in.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
-            TcpHeaderField::Dport,
-        )));
-        untrack_in.add_expr(&Cmp::new(CmpOp::Eq, spec.target_port.to_be()));
-        untrack_in.add_expr(&Notrack);
-        untrack_out.add_expr(&Meta::OifName);
-        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, InterfaceName::Exact(iface)));
-        untrack_out.add_expr(&Meta::L4Proto);
-        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
-        untrack_out.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
-            TcpHeaderField::Sport,
-        )));
-        untrack_out.add_expr(&Cmp::new(CmpOp::Eq, spec.target_port.to_be()));
-        untrack_out.add_expr(&Notrack);
-        batch.add(&raw_in, MsgType::Add);
-        batch.add(&untrack_in, MsgType::Add);
-        batch.add(&raw_out, MsgType::Add);
-        batch.add(&untrack_out, MsgType::Add);
+        let mut untrack_in = vec![
+            Expr::Meta(MetaKey::IifName),
+            Expr::eq(ifname(&spec.interface)),
+            Expr::Meta(MetaKey::Mark),
+            Expr::neq(mark.to_ne_bytes()),
+        ];
+        untrack_in.extend(tcp_port(PortField::Dport, spec.target_port));
+        untrack_in.push(Expr::Notrack);
+        let mut untrack_out = vec![
+            Expr::Meta(MetaKey::OifName),
+            Expr::eq(ifname(&spec.interface)),
+        ];
+        untrack_out.extend(tcp_port(PortField::Sport, spec.target_port));
+        untrack_out.push(Expr::Notrack);
+        base_chain(
+            &mut batch,
+            RAW_IN,
+            NF_INET_PRE_ROUTING,
+            RAW_PRIORITY,
+            "filter",
+        );
+        rule(&mut batch, RAW_IN, &untrack_in);
+        base_chain(
+            &mut batch,
+            RAW_OUT,
+            NF_INET_LOCAL_OUT,
+            RAW_PRIORITY,
+            "filter",
+        );
+        rule(&mut batch, RAW_OUT, &untrack_out);
     }
-    batch.finalize()
+    batch
+}
+
+/// `stop_redirecting`'s batch: flush the nat chain, add the match-only conntrack keep-alive.
+fn stop_plan(seq: u32) -> Batch {
+    let mut batch = Batch::new(seq);
+    // A DELRULE without a handle deletes every rule of the chain (`nft flush chain`).
+    batch.add(NFT_MSG_DELRULE, NFPROTO_INET, 0, |a| {
+        a.str(NFTA_RULE_TABLE, TABLE_NAME);
+        a.str(NFTA_RULE_CHAIN, CHAIN_NAME);
+    });
+    let keep_conntrack = [Expr::CtMark, Expr::eq(KEEPALIVE_CT_MARK.to_ne_bytes())];
+    rule(&mut batch, CHAIN_NAME, &keep_conntrack);
+    batch
+}
+
+/// `meta l4proto tcp tcp sport|dport PORT`.
+fn tcp_port(field: PortField, port: u16) -> [Expr; 4] {
+    [
+        Expr::Meta(MetaKey::L4Proto),
+        Expr::eq([IPPROTO_TCP]),
+        Expr::Port(field),
+        Expr::eq(port.to_be_bytes()),
+    ]
+}
+
+/// NEWTABLE or DELTABLE for `inet reset_peer` (a delete ignores the flags).
+fn table_msg(batch: &mut Batch, msg: u16, flags: u32) {
+    batch.add(msg, NFPROTO_INET, 0, |a| {
+        a.str(NFTA_TABLE_NAME, TABLE_NAME);
+        a.be32(NFTA_TABLE_FLAGS, flags);
+    });
+}
+
+/// A base chain (policy accept) of our table on `hook`.
+fn base_chain(batch: &mut Batch, name: &str, hook: u32, priority: i32, kind: &str) {
+    batch.add(NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, |a| {
+        a.str(NFTA_CHAIN_TABLE, TABLE_NAME);
+        a.str(NFTA_CHAIN_NAME, name);
+        a.nest(NFTA_CHAIN_HOOK, |h: &mut Attrs<'_>| {
+            h.be32(NFTA_HOOK_HOOKNUM, hook);
+            h.bytes(NFTA_HOOK_PRIORITY, &priority.to_be_bytes());
+        });
+        a.str(NFTA_CHAIN_TYPE, kind);
+    });
+}
+
+/// A rule appended to `chain` of our table.
+fn rule(batch: &mut Batch, chain: &str, exprs: &[Expr]) {
+    let flags = NLM_F_CREATE | NLM_F_APPEND | NLM_F_EXCL;
+    batch.add(NFT_MSG_NEWRULE, NFPROTO_INET, flags, |a| {
+        a.str(NFTA_RULE_TABLE, TABLE_NAME);
+        a.str(NFTA_RULE_CHAIN, chain);
+        a.nest(NFTA_RULE_EXPRESSIONS, |list| {
+            exprs.iter().for_each(|e| e.encode(list));
+        });
+    });
+}
+
+/// A table from a NEWTABLE dump reply; `None` for a reply without a name.
+fn parse_table(reply: &Reply) -> io::Result<Option<TableInfo>> {
+    let (mut name, mut flags, mut use_count) = (None, 0, 0);
+    for attr in wire::attrs(&reply.attrs) {
+        let (ty, payload) = attr?;
+        match ty {
+            NFTA_TABLE_NAME => name = Some(wire::get_cstring(payload)?),
+            NFTA_TABLE_FLAGS => flags = wire::get_be32(payload)?,
+            NFTA_TABLE_USE => use_count = wire::get_be32(payload)?,
+            _ => {}
+        }
+    }
+    Ok(name.map(|name| TableInfo {
+        name,
+        family: u32::from(reply.family),
+        flags,
+        use_count,
+    }))
 }
 
 /// Whether anything besides us uses conntrack in this network namespace: any other nftables
@@ -250,96 +346,49 @@ pub fn conntrack_used_by_others() -> Result<bool, NftError> {
     Ok(others || legacy)
 }
 
-fn send_batch(
-    socket: &mnl::Socket,
-    batch: &FinalizedBatch,
-    mut seqs: std::ops::Range<u32>,
-) -> io::Result<()> {
-    socket.send_all(batch)?;
-    let mut buf = AlignedBuf::new(nftnl::nft_nlmsg_maxsize() as usize);
-    let portid = socket.portid();
-    while !seqs.is_empty() {
-        let n = socket.recv_raw(buf.bytes_mut())?;
-        for msg in mnl::NlMessages::new(&buf.bytes()[..n]) {
-            let msg = msg?;
-            let Some(seq) = seqs.next() else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "unexpected netlink ack",
-                ));
-            };
-            mnl::cb_run(msg, seq, portid)?;
-        }
-    }
-    Ok(())
-}
-
-fn list_tables_on(socket: &mnl::Socket, seq: &mut u32) -> Result<Vec<TableInfo>, NftError> {
-    let my_seq = *seq;
-    *seq = seq.wrapping_add(1);
-    let req = ffi::get_tables_request(my_seq);
-    let read = |e| NftError::Rejected {
+fn list_tables_on(socket: &mut Socket) -> Result<Vec<TableInfo>, NftError> {
+    let read = |source| NftError::Rejected {
         what: "list tables",
-        source: e,
+        source,
     };
-    socket.send(req.bytes()).map_err(read)?;
-    let mut out = Vec::new();
-    let mut buf = AlignedBuf::new(nftnl::nft_nlmsg_maxsize() as usize);
-    loop {
-        let n = socket.recv_raw(buf.bytes_mut()).map_err(read)?;
-        match mnl::cb_run2(
-            &buf.bytes()[..n],
-            my_seq,
-            socket.portid(),
-            ffi::table_cb,
-            &mut out,
-        )
-        .map_err(read)?
-        {
-            mnl::CbResult::Stop => return Ok(out),
-            mnl::CbResult::Ok => {}
-        }
+    let replies = socket.dump(NFT_MSG_GETTABLE).map_err(read)?;
+    let mut tables = Vec::with_capacity(replies.len());
+    for reply in &replies {
+        tables.extend(parse_table(reply).map_err(read)?);
     }
+    Ok(tables)
 }
 
-fn table_exists_on(socket: &mnl::Socket, seq: &mut u32) -> Result<bool, NftError> {
-    Ok(list_tables_on(socket, seq)?.iter().any(|t| {
-        t.name.as_bytes() == TABLE_NAME.as_bytes() && t.family == ProtoFamily::Inet as u32
-    }))
+fn table_exists_on(socket: &mut Socket) -> Result<bool, NftError> {
+    Ok(list_tables_on(socket)?.iter().any(TableInfo::is_ours))
 }
 
 /// Lists the tables in this network namespace (for cleanup, preflight and tests).
 pub fn list_tables() -> Result<Vec<TableInfo>, NftError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
-    list_tables_on(&socket, &mut 1)
+    let mut socket = Socket::open().map_err(NftError::Socket)?;
+    list_tables_on(&mut socket)
 }
 
 /// Whether `inet reset_peer` exists in this network namespace.
 pub fn table_exists() -> Result<bool, NftError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
-    table_exists_on(&socket, &mut 1)
+    let mut socket = Socket::open().map_err(NftError::Socket)?;
+    table_exists_on(&mut socket)
 }
 
 /// Removes a leftover (not owned) `inet reset_peer` table. Returns whether one was removed.
 /// An owned table belongs to a live agent and is refused with `Busy`.
 pub fn remove_stale_table() -> Result<bool, NftError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
-    let mut seq = 1;
-    let tables = list_tables_on(&socket, &mut seq)?;
-    let Some(t) = tables.iter().find(|t| {
-        t.name.as_bytes() == TABLE_NAME.as_bytes() && t.family == ProtoFamily::Inet as u32
-    }) else {
+    let mut socket = Socket::open().map_err(NftError::Socket)?;
+    let tables = list_tables_on(&mut socket)?;
+    let Some(t) = tables.iter().find(|t| t.is_ours()) else {
         return Ok(false);
     };
     if t.flags & NFT_TABLE_F_OWNER != 0 {
         return Err(NftError::Busy);
     }
-    let mut batch = Batch::new();
-    let table = FlaggedTable::new(&table_name(), ProtoFamily::Inet, 0);
-    batch.add(&table, MsgType::Del);
-    let batch = batch.finalize();
-    let seqs = batch.sequence_numbers();
-    send_batch(&socket, &batch, seqs).map_err(|source| NftError::Rejected {
+    let mut batch = Batch::new(socket.next_seq());
+    table_msg(&mut batch, NFT_MSG_DELTABLE, 0);
+    socket.apply(batch).map_err(|source| NftError::Rejected {
         what: "delete stale table",
         source,
     })?;
