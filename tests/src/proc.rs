@@ -72,10 +72,21 @@ impl AgentRun {
 impl Agent {
     /// Starts `reset-agent run ARGS --report <tmp>` in `vm`.
     pub fn spawn(vm: &Netns, args: &[&str]) -> Agent {
+        Agent::spawn_exe(vm, &crate::bin("reset-agent"), args)
+    }
+
+    /// As [`Agent::spawn`], with another build of the agent (e.g. the dist artifact).
+    pub fn spawn_exe(vm: &Netns, exe: &Path, args: &[&str]) -> Agent {
+        Agent::spawn_with(vm, exe, &[], args)
+    }
+
+    /// As [`Agent::spawn_exe`], with extra environment variables.
+    pub fn spawn_with(vm: &Netns, exe: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
         let report_path = std::env::temp_dir().join(format!("{}-report.json", vm.name()));
         let _ = std::fs::remove_file(&report_path);
         let mut child = vm
-            .command(crate::bin("reset-agent"))
+            .command(exe)
+            .envs(env.iter().copied())
             .arg("run")
             .args(args)
             .arg("--report")

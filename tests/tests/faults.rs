@@ -37,6 +37,7 @@ fn procs_matching(lab: &Lab, needle: &str) -> Vec<String> {
 fn assert_all_clean(lab: &Lab, sim: &Vcsim) {
     assert_eq!(procs_matching(lab, "reset-agent"), Vec::<String>::new());
     assert_eq!(procs_matching(lab, "/proc/$0"), Vec::<String>::new());
+    assert_eq!(procs_matching(lab, "sleep"), Vec::<String>::new());
     assert_eq!(sim.guest_files(), Vec::<std::path::PathBuf>::new());
     assert_guest_clean(lab);
 }
@@ -554,4 +555,98 @@ fn without_bpf_the_agent_degrades_to_userspace_mode() {
     assert_eq!(r["resets_issued"], 3, "{r}");
     assert_eq!(r["cleanup"]["verified"], true, "{r}");
     assert_guest_clean(&lab);
+}
+
+/// The fallback paths of kernels older than 5.12 (no owner tables) and 6.6 (no TCX), taken on
+/// this kernel with RESET_AGENT_ASSUME_KERNEL=5.10: a plain table and netlink tc filters that do
+/// the same job, are removed on a normal end, survive a kill -9 (as they would there) and are
+/// then removed by `reset-agent cleanup`, which says what it removed.
+#[test]
+fn old_kernel_paths_plain_table_and_netlink_filters() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let _svc = Service::start(&lab.vm, 80, None);
+    let old = [("RESET_AGENT_ASSUME_KERNEL", "5.10")];
+    let out = lab
+        .vm
+        .command(bin("reset-agent"))
+        .envs(old)
+        .arg("preflight")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("path: mode kernel, attachment netlink") && text.contains("plain table"),
+        "{text}"
+    );
+    let args = [
+        "--toxicity",
+        "100",
+        "--reset-timeout",
+        "200",
+        "--total-chaos-duration",
+        "30",
+    ];
+    let filters = |dir: &str| {
+        let out = lab
+            .vm
+            .output("tc", &["filter", "show", "dev", "ens160", dir]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for end in ["TERM", "KILL"] {
+        let mut agent = Agent::spawn_with(&lab.vm, &bin("reset-agent"), &old, &args);
+        agent.wait_active();
+        let table = lab
+            .vm
+            .stdout("nft", &["list", "table", "inet", "reset_peer"]);
+        assert!(!table.contains("owner"), "a plain table: {table}");
+        assert!(
+            filters("ingress").contains("reset_ingress"),
+            "{}",
+            filters("ingress")
+        );
+        assert!(
+            filters("egress").contains("reset_egress"),
+            "{}",
+            filters("egress")
+        );
+        let c = curl(&lab.caller, &lab.url(false, 80, "/"));
+        assert_eq!(c.exit, 56, "{c:?}");
+        agent.signal(end);
+        let run = agent.finish();
+        if end == "TERM" {
+            assert_eq!(run.code(), Some(3), "{}", run.stderr);
+            assert_eq!(run.report()["nft_table_owned"], false);
+            assert_eq!(run.report()["cleanup"]["verified"], true);
+            assert_eq!(run.u64("resets_observed"), 1);
+        } else {
+            // As on an old kernel, a killed agent leaves both behind...
+            assert!(injected(&lab), "the plain table outlives a kill -9");
+            assert!(filters("ingress").contains("reset_ingress"));
+            // ...until cleanup, which names what it removed.
+            let out = lab
+                .vm
+                .command(bin("reset-agent"))
+                .args(["cleanup"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{text}");
+            assert!(text.contains("removed"), "{text}");
+        }
+        assert!(!injected(&lab), "table left after {end}");
+        assert!(
+            !filters("ingress").contains("reset_"),
+            "{}",
+            filters("ingress")
+        );
+        assert!(
+            !filters("egress").contains("reset_"),
+            "{}",
+            filters("egress")
+        );
+        assert_guest_clean(&lab);
+    }
 }

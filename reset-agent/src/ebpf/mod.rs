@@ -8,7 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, tc},
+    programs::{
+        SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
 };
 use reset_common::{
     CTR_COUNT, Control, FLOW_IN_WINDOW, FLOW_SELECTED, FlowKey, FlowState, GLOBAL_MARK,
@@ -147,10 +150,15 @@ impl Observer {
                 .map_err(err)?;
             prog.load().map_err(err)?;
             if crate::host::kernel_version().is_some_and(|v| v < (6, 6)) {
-                // Netlink attachment needs the clsact qdisc; EEXIST is fine.
+                // No TCX: a netlink filter on the clsact qdisc (EEXIST is fine), removed when the
+                // link is dropped, or by `cleanup` if the agent dies.
                 let _ = tc::qdisc_add_clsact(interface);
+                let nl = TcAttachOptions::Netlink(NlOptions::default());
+                prog.attach_with_options(interface, attach_type, nl)
+                    .map_err(err)?;
+            } else {
+                prog.attach(interface, attach_type).map_err(err)?;
             }
-            prog.attach(interface, attach_type).map_err(err)?;
         }
         let flows_map = ebpf.take_map(MAP_FLOWS).ok_or(EbpfError::Map(
             MAP_FLOWS,

@@ -126,9 +126,10 @@ impl Redirect {
         let socket = Socket::open().map_err(NftError::Socket)?;
         let mut this = Redirect {
             socket,
-            owned: true,
+            owned: crate::host::has_owner_tables(),
         };
-        let plan = build(spec, NFT_TABLE_F_OWNER, this.socket.next_seq());
+        let flags = if this.owned { NFT_TABLE_F_OWNER } else { 0 };
+        let plan = build(spec, flags, this.socket.next_seq());
         match this.apply(plan, "create table") {
             Ok(()) => {}
             Err(NftError::Rejected { source, .. })

@@ -182,6 +182,7 @@ async fn inject_one(
     let window = cfg.fault.total_chaos_duration;
     let grace = GRACE + cfg.fault.reset_timeout;
     let ttl = cfg.targets.guest_files_ttl;
+    r.set_interface(&cfg.fault.network_interface);
     if let Err(e) = r
         .inject(window, grace, ttl, abort, login_at, fault_window)
         .await

@@ -27,10 +27,16 @@ const STOP_GRACE: Duration = Duration::from_secs(4);
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Guest directories are `<guest tmp>/reset-peer-<run id>-<random>`.
 pub const DIR_PREFIX: &str = "reset-peer-";
-/// The guest-side janitor: waits for the agent (pid $0) to end, then $1 seconds, then
-/// deletes the run directory ($2). `/proc/PID` rather than `kill -0`, which a non-root
-/// guest user cannot send to the root agent.
-const JANITOR: &str = r#"while [ -d "/proc/$0" ]; do sleep 1; done; sleep "$1"; rm -rf -- "$2""#;
+/// The guest-side janitor: waits for the agent (pid $0) to end, runs `reset-agent cleanup`
+/// for interface $3 (which removes what a killed agent leaves on kernels < 5.12 / < 6.6, and
+/// refuses while another run is active), then after $1 seconds deletes the run directory ($2).
+/// Sleeps run in the background and are waited for, so SIGTERM ends it (and its sleep) at once.
+const JANITOR: &str = concat!(
+    r#"trap 'kill "$s" 2>/dev/null; exit 0' TERM; "#,
+    r#"while [ -d "/proc/$0" ]; do sleep 1 & s=$!; wait "$s"; done; "#,
+    r#""$2/reset-agent" cleanup --network-interface "$3" >/dev/null 2>&1; "#,
+    r#"sleep "$1" & s=$!; wait "$s"; rm -rf -- "$2""#
+);
 
 /// Another run's agent found in the guest's process list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +123,8 @@ pub struct VmRun {
     dir: Option<GuestDir>,
     /// The janitor's pid, terminated once the controller removed the files itself.
     janitor: Option<i64>,
+    /// NETWORK_INTERFACE, for `reset-agent cleanup`.
+    interface: String,
     progress: Progress,
     metrics: Metrics,
 }
@@ -134,6 +142,7 @@ impl VmRun {
             launcher: None,
             dir: None,
             janitor: None,
+            interface: String::new(),
             progress,
             metrics,
         }
@@ -173,6 +182,11 @@ impl VmRun {
             .into();
         }
         self.phase(&format!("failed: {err}"));
+    }
+
+    /// The interface `reset-agent cleanup` checks for tc filters (NETWORK_INTERFACE).
+    pub fn set_interface(&mut self, interface: &str) {
+        self.interface = interface.to_string();
     }
 
     /// The launcher, once staged.
@@ -355,12 +369,17 @@ impl VmRun {
                 self.report.status = "ok".into();
             }),
             Some(3) if abort.is_set() => collected,
-            Some(c) => Err(VmError::AgentFailed {
-                vm: self.report.vm.clone(),
-                code: c,
-                meaning: exit_meaning(c),
-                log_tail: self.log_tail(&l, &d).await,
-            }),
+            Some(c) => {
+                // A killed or failed agent may leave a plain table or netlink filters behind on
+                // kernels < 5.12 / < 6.6; cleanup removes them (and says so when there is none).
+                self.guest_cleanup(&l, &d).await;
+                Err(VmError::AgentFailed {
+                    vm: self.report.vm.clone(),
+                    code: c,
+                    meaning: exit_meaning(c),
+                    log_tail: self.log_tail(&l, &d).await,
+                })
+            }
             None => collected,
         }
     }
@@ -372,9 +391,9 @@ impl VmRun {
         let (pid_s, ttl_s) = (pid.to_string(), ttl.as_secs().to_string());
         let spec = l.spec(
             "/bin/sh",
-            &["-c", JANITOR, &pid_s, &ttl_s, &d.dir],
+            &["-c", JANITOR, &pid_s, &ttl_s, &d.dir, &self.interface],
             None,
-            false,
+            true,
         );
         match l.start(&spec).await {
             Ok(j) => self.janitor = Some(j),
@@ -389,7 +408,7 @@ impl VmRun {
         self.phase("running reset-agent cleanup in guest");
         let spec = l.spec(
             &d.agent,
-            &["cleanup"],
+            &["cleanup", "--network-interface", &self.interface],
             Some(&format!("{}/cleanup.log", d.dir)),
             true,
         );
@@ -491,8 +510,8 @@ impl VmRun {
                 self.dir = None;
                 self.phase("guest files removed");
                 if let Some(j) = self.janitor.take() {
-                    match l.guest().terminate(j).await {
-                        Ok(()) | Err(VcError::GuestProcessNotFound { .. }) => {}
+                    match l.stop(j, Duration::from_secs(2)).await {
+                        Ok(_) | Err(VcError::GuestProcessNotFound { .. }) => {}
                         Err(e) => {
                             tracing::warn!(vm = %self.report.vm, error = %e, "stopping the guest-side janitor failed")
                         }
