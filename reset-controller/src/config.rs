@@ -252,19 +252,19 @@ pub fn check_port(name: &'static str, port: u16) -> Result<u16, ConfigError> {
     Ok(port)
 }
 
-/// Check an interface name the way the kernel does (1-15 bytes, no '/', whitespace or NUL,
-/// not "." or "..").
+/// Check an interface name the way the kernel does (1-15 bytes, no '/', ':', whitespace or
+/// NUL, not "." or "..").
 pub fn check_interface(name: &str) -> Result<String, ConfigError> {
     if name.is_empty()
         || name.len() > 15
-        || name.contains(|c: char| c == '/' || c == '\0' || c.is_whitespace())
+        || name.contains(|c: char| matches!(c, '/' | ':' | '\0') || c.is_whitespace())
         || name == "."
         || name == ".."
     {
         return Err(ConfigError::Invalid {
             name: "NETWORK_INTERFACE",
             value: name.to_string(),
-            expected: "an interface name of 1-15 characters without '/' or spaces",
+            expected: "an interface name of 1-15 characters without '/', ':' or spaces",
             fix: "run `ip -br link` in the guest and pass one of its interfaces",
         });
     }

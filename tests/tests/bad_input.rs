@@ -27,7 +27,7 @@ const AGENT_TUNABLES: &[(&str, &str, &str, &[&str])] = &[
         "NETWORK_INTERFACE",
         "--network-interface",
         "network_interface",
-        &["", "eth0/1", "a-name-longer-than-15", "eth 0"],
+        &["", "eth0/1", "eth0:1", "a-name-longer-than-15", "eth 0"],
     ),
     (
         "TOXICITY",
@@ -255,7 +255,7 @@ const CONTROLLER_TUNABLES: &[(&str, &str, &[&str])] = &[
     (
         "NETWORK_INTERFACE",
         "--network-interface",
-        &["", "eth0/1", "a-name-longer-than-15"],
+        &["", "eth0/1", "eth0:1", "a-name-longer-than-15"],
     ),
     ("TOXICITY", "--toxicity", &["101", "-1", "abc", "NaN"]),
     ("RESET_TIMEOUT", "--reset-timeout", &["-5", "soon"]),
