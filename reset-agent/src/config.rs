@@ -1,6 +1,6 @@
 //! The validated fault configuration. Raw values (flags/environment, then the config file,
 //! then defaults) are merged and checked here; nothing downstream re-validates.
-use std::{fmt, fs, os::unix::fs::MetadataExt, path::Path, time::Duration};
+use std::{fmt, fs, io::Read, os::unix::fs::MetadataExt, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +242,23 @@ fn whole(
     }
 }
 
+/// The kernel's rule for a network device name (`dev_valid_name` in net/core/dev.c): 1 to
+/// IFNAMSIZ-1 bytes, not `.` or `..`, and no `/`, `:`, NUL or C whitespace (which includes
+/// vertical tab). A name the kernel could never have is a usage error here, not a missing
+/// interface later.
+fn interface_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| {
+            matches!(
+                b,
+                b'/' | b':' | b'\0' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'
+            )
+        })
+}
+
 impl Config {
     /// Merges flags/environment over the config file over defaults, then validates.
     pub fn resolve(raw: RawSettings) -> Result<Config, ConfigError> {
@@ -258,16 +275,11 @@ impl Config {
             return Err(ConfigError::SamePorts(proxy_port));
         }
         let interface = get(&raw.network_interface, DEFAULT_INTERFACE);
-        if interface.is_empty()
-            || interface.len() > 15
-            || interface.contains(['/', ' ', '\0'])
-            || interface == "."
-            || interface == ".."
-        {
+        if !interface_name_ok(&interface) {
             return Err(invalid(
                 "NETWORK_INTERFACE",
                 &interface,
-                "an interface name of 1-15 characters",
+                "an interface name: 1-15 bytes, no '/', ':' or whitespace",
                 "list interfaces with `ip -br link` and pass one of them",
             ));
         }
@@ -347,13 +359,17 @@ impl Config {
     }
 }
 
-/// Reads a config file, refusing one that others could have written.
+/// Reads a config file, refusing one that others could have written. The checks look at the
+/// opened file itself, and at most 64 KiB are read even when the size is not known up front
+/// (a pipe such as `--config <(...)`, a file still growing).
 pub fn read_file(path: &Path) -> Result<RawSettings, ConfigError> {
     let shown = path.display().to_string();
-    let meta = fs::metadata(path).map_err(|source| ConfigError::FileRead {
+    let read_error = |source| ConfigError::FileRead {
         path: shown.clone(),
         source,
-    })?;
+    };
+    let file = fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::FileTooLarge { path: shown });
     }
@@ -370,10 +386,13 @@ pub fn read_file(path: &Path) -> Result<RawSettings, ConfigError> {
             why: "owned by another user",
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| ConfigError::FileRead {
-        path: shown.clone(),
-        source,
-    })?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::FileTooLarge { path: shown });
+    }
     parse_file(&shown, &text)
 }
 
@@ -447,6 +466,14 @@ mod tests {
                 raw(|r| r.network_interface = Some("a/b".into())),
                 "NETWORK_INTERFACE",
             ),
+            (
+                raw(|r| r.network_interface = Some("eth0:1".into())),
+                "NETWORK_INTERFACE",
+            ),
+            (
+                raw(|r| r.network_interface = Some("eth\t0".into())),
+                "NETWORK_INTERFACE",
+            ),
         ];
         for (r, name) in cases {
             let msg = Config::resolve(r).unwrap_err().to_string();
@@ -479,6 +506,56 @@ mod tests {
                 .as_deref(),
             Some("0.5")
         );
+    }
+
+    /// Inputs the agent_config fuzz target found wrongly accepted, crashing or hanging: each
+    /// must now be a usage error.
+    #[test]
+    fn fuzz_regressions_are_usage_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/fuzz_regressions");
+        let mut seen = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let text = fs::read_to_string(&path).unwrap();
+            let shown = path.display().to_string();
+            let result = parse_file(&shown, &text).and_then(Config::resolve);
+            assert!(result.is_err(), "{shown} was accepted: {result:?}");
+            seen += 1;
+        }
+        assert!(seen > 0, "no inputs in {}", dir.display());
+    }
+
+    #[test]
+    fn config_file_read_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("reset-agent-config-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        fs::write(&big, "#".repeat(MAX_CONFIG_BYTES as usize + 1)).unwrap();
+        assert!(matches!(
+            read_file(&big),
+            Err(ConfigError::FileTooLarge { .. })
+        ));
+        // A pipe has no size up front: the read itself must stop.
+        let fifo = dir.join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut f = fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                let chunk = vec![b'#'; 4096];
+                // Ends with EPIPE once the reader has had enough and closed its end.
+                while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+            })
+        };
+        assert!(matches!(
+            read_file(&fifo),
+            Err(ConfigError::FileTooLarge { .. })
+        ));
+        writer.join().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! Owns everything that happens inside one Linux host: the nftables redirect (`nft`), the eBPF
 //! selector/observer (`ebpf`), the resetting proxy (`proxy`), the window lifecycle
 //! (`lifecycle`) and the report. Must not: shell out to nft/tc/ip, talk to vCenter, or keep
-//! anything on the host after it exits. Unsafe code lives only in `nft/ffi.rs`.
+//! anything on the host after it exits. No unsafe code: nf_tables netlink is spoken in Rust over
+//! nix's safe socket calls, and aya owns the BPF syscalls.
 //!
 //! Exit codes: 0 window completed, 1 environment error, 2 usage error, 3 aborted by
 //! SIGINT/SIGTERM (report still written), 4 deadline exceeded.
+#![forbid(unsafe_code)]
+
 mod cleanup;
 mod cli;
-mod config;
+use reset_agent::config;
 mod ebpf;
 mod host;
 mod instance;

@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod guest;
 pub mod guest_ops;
 pub mod inventory;

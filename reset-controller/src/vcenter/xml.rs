@@ -2,16 +2,20 @@
 //!
 //! vim25 replies are small documents; parsing them into a tree keyed by local names
 //! (namespace prefixes dropped) makes decoding tolerant of prefix choices and of
-//! `xsi:type` being present or absent. Hostile input is bounded by depth and by
-//! element count; nothing here panics.
+//! `xsi:type` being present or absent. Hostile input is bounded by depth, by node count and
+//! by attributes per element, so parsing stays linear in the input; nothing here panics.
 
-use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
 
 /// Deepest nesting accepted; vim25 replies nest a dozen levels at most.
 const MAX_DEPTH: usize = 64;
-/// Most elements accepted in one document.
-const MAX_ELEMENTS: usize = 500_000;
+/// Most nodes (elements plus attributes) accepted in one document.
+const MAX_NODES: usize = 500_000;
+/// Most attributes (namespace declarations included) accepted on one element; vim25
+/// elements carry a handful. quick-xml checks each attribute against the ones before it
+/// for duplicates, so without this bound one element with n attributes costs n^2.
+const MAX_ATTRIBUTES: usize = 64;
 
 /// Why a document could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +23,8 @@ pub enum XmlError {
     /// The bytes are not well-formed XML.
     #[error("malformed XML: {0}")]
     Malformed(String),
-    /// The document nests deeper than [`MAX_DEPTH`] or has more than [`MAX_ELEMENTS`].
+    /// The document nests deeper than [`MAX_DEPTH`], has more than [`MAX_NODES`], or an
+    /// element has more than [`MAX_ATTRIBUTES`].
     #[error("XML document too deep or too large")]
     TooLarge,
     /// The document has no root element.
@@ -72,62 +77,77 @@ impl Element {
     }
 }
 
-fn local(name: &[u8]) -> String {
-    let s = String::from_utf8_lossy(name);
-    match s.rsplit_once(':') {
+fn local(name: &str) -> String {
+    match name.rsplit_once(':') {
         Some((_, l)) => l.to_string(),
-        None => s.into_owned(),
+        None => name.to_string(),
     }
 }
 
-fn start(e: &BytesStart<'_>) -> Result<Element, XmlError> {
+fn malformed(e: impl std::fmt::Display) -> XmlError {
+    XmlError::Malformed(e.to_string())
+}
+
+/// Read a start tag; `nodes` counts it and its attributes against [`MAX_NODES`].
+fn start(e: &BytesStart<'_>, version: XmlVersion, nodes: &mut usize) -> Result<Element, XmlError> {
+    *nodes += 1;
+    if *nodes > MAX_NODES {
+        return Err(XmlError::TooLarge);
+    }
     let mut el = Element {
         name: local(e.name().as_ref()),
         ..Element::default()
     };
-    for a in e.attributes() {
-        let a = a.map_err(|err| XmlError::Malformed(err.to_string()))?;
-        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+    for (i, a) in e.attributes().enumerate() {
+        *nodes += 1;
+        if i >= MAX_ATTRIBUTES || *nodes > MAX_NODES {
+            return Err(XmlError::TooLarge);
+        }
+        let a = a.map_err(malformed)?;
+        let key: &str = a.key.as_ref();
         if key == "xmlns" || key.starts_with("xmlns:") {
             continue;
         }
-        let value = a
-            .unescape_value()
-            .map_err(|err| XmlError::Malformed(err.to_string()))?
-            .into_owned();
-        if local(key.as_bytes()) == "type" && key.contains(':') {
-            el.xsi_type = Some(local(value.as_bytes()));
+        let value = a.normalized_value(version).map_err(malformed)?;
+        if local(key) == "type" && key.contains(':') {
+            el.xsi_type = Some(local(&value));
         } else {
-            el.attrs.push((local(key.as_bytes()), value));
+            el.attrs.push((local(key), value.into_owned()));
         }
     }
     Ok(el)
+}
+
+/// The text of `&name;`: a character reference or one of the five predefined entities (a
+/// DTD could define others; vim25 replies have none, and they are refused).
+fn reference(r: &BytesRef<'_>) -> Result<String, XmlError> {
+    if let Some(c) = r.resolve_char_ref().map_err(malformed)? {
+        return Ok(c.to_string());
+    }
+    quick_xml::escape::resolve_predefined_entity(r)
+        .map(str::to_string)
+        .ok_or_else(|| malformed(format_args!("unknown entity &{};", &**r)))
 }
 
 /// Parse a whole document and return its root element.
 pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
     let mut reader = Reader::from_reader(bytes);
     let mut stack: Vec<Element> = Vec::new();
-    let mut count = 0usize;
+    let mut nodes = 0usize;
+    let mut version = XmlVersion::Implicit1_0;
     let mut root = None;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        let event = reader.read_event().map_err(malformed)?;
         match event {
+            Event::Decl(d) => version = d.xml_version().map_err(malformed)?,
             Event::Start(e) => {
-                count += 1;
-                if stack.len() >= MAX_DEPTH || count > MAX_ELEMENTS {
+                if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooLarge);
                 }
-                stack.push(start(&e)?);
+                stack.push(start(&e, version, &mut nodes)?);
             }
             Event::Empty(e) => {
-                count += 1;
-                if count > MAX_ELEMENTS {
-                    return Err(XmlError::TooLarge);
-                }
-                let el = start(&e)?;
+                let el = start(&e, version, &mut nodes)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = root.or(Some(el)),
@@ -142,26 +162,21 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
                     None => root = root.or(Some(el)),
                 }
             }
+            // Text events never hold references (those are GeneralRef events): only line
+            // ends are normalized.
             Event::Text(t) => {
                 if let Some(top) = stack.last_mut() {
-                    let s = t.decode().map_err(|e| XmlError::Malformed(e.to_string()))?;
-                    let s = quick_xml::escape::unescape(&s)
-                        .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                    top.text.push_str(&s);
+                    top.text.push_str(&t.xml_content(version));
                 }
             }
             Event::GeneralRef(r) => {
                 if let Some(top) = stack.last_mut() {
-                    let name = r.decode().map_err(|e| XmlError::Malformed(e.to_string()))?;
-                    let entity = format!("&{name};");
-                    let s = quick_xml::escape::unescape(&entity)
-                        .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                    top.text.push_str(&s);
+                    top.text.push_str(&reference(&r)?);
                 }
             }
             Event::CData(c) => {
                 if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&String::from_utf8_lossy(&c));
+                    top.text.push_str(&c.xml_content(version));
                 }
             }
             Event::Eof => break,
@@ -198,6 +213,10 @@ mod tests {
             Some("VirtualMachine")
         );
         assert!(root.child("e").is_some());
+        let root = parse(b"<a>x&#x41;&#66;\r\ny<![CDATA[<z>]]></a>").unwrap();
+        assert_eq!(root.text, "xAB\ny<z>");
+        assert!(parse(b"<a>&nbsp;</a>").is_err());
+        assert!(parse(b"<a>&#0;</a>").is_err());
     }
 
     #[test]
@@ -208,6 +227,26 @@ mod tests {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(matches!(parse(deep.as_bytes()), Err(XmlError::TooLarge)));
         assert!(parse(b"\xff\xfe<<<").is_err());
+        let attrs: String = (0..=MAX_ATTRIBUTES)
+            .map(|i| format!(" a{i}=\"\""))
+            .collect();
+        assert!(matches!(
+            parse(format!("<a{attrs}/>").as_bytes()),
+            Err(XmlError::TooLarge)
+        ));
+        let attrs: String = (1..MAX_ATTRIBUTES).map(|i| format!(" a{i}=\"\"")).collect();
+        assert_eq!(
+            parse(format!("<a{attrs}/>").as_bytes())
+                .unwrap()
+                .attrs
+                .len(),
+            MAX_ATTRIBUTES - 1
+        );
+        let many = "<a/>".repeat(MAX_NODES);
+        assert!(matches!(
+            parse(format!("<r>{many}</r>").as_bytes()),
+            Err(XmlError::TooLarge)
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! call and fault the client uses.
 
 mod faults;
+mod regressions;
 mod replies;
 mod requests;
 
