@@ -1,13 +1,17 @@
 //! Project automation (`cargo xtask ...`): the two README commands and their helpers.
 //!
 //! Owns: bootstrapping a fresh machine (`setup`), the whole test gate (`test`), the end-to-end
-//! demonstration (`demo`), benchmarks (`bench`) and the agent artifact (`dist`). Must not:
+//! demonstration (`demo`), benchmarks (`bench`), the agent artifact (`dist`),
+//! the dependency policy (`deny`) and bounded fuzzing (`fuzz`). Must not:
 //! contain product logic; it only builds, starts and checks the repo's own programs.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
 mod demo_report;
+mod deny;
+mod dist;
+mod fuzz;
 mod setup;
 mod sh;
 mod test;
@@ -30,10 +34,17 @@ enum Cmd {
         quick: bool,
     },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
-    /// rust-src, bpf-linker, clippy/rustfmt, pyvmomi.
+    /// rust-src, bpf-linker, clippy/rustfmt, the musl target, cargo-deny, pyvmomi.
     Setup,
     /// Run the whole fault end to end on a local vCenter simulator and a netns VM.
     Demo(demo::DemoArgs),
+    /// Dependency policy (xtask/deny.toml): licenses, bans, sources, then RustSec advisories
+    /// (set RESET_PEER_ADVISORY_DB=/path/to/advisory-db where github.com is unreachable).
+    Deny,
+    /// Run the libFuzzer targets in tests/fuzz (pinned nightly) for a bounded time each.
+    Fuzz(fuzz::FuzzArgs),
+    /// The agent as one static, stripped x86_64 file: <target dir>/dist/reset-agent.
+    Dist,
     /// fmt check, clippy -D warnings, unit tests, privileged end-to-end tests (runs setup first).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -49,6 +60,15 @@ fn main() -> anyhow::Result<()> {
             bench::run(quick)
         }
         Cmd::Setup => setup::run(),
+        Cmd::Deny => deny::run(),
+        Cmd::Fuzz(args) => {
+            setup::run()?;
+            fuzz::run(&args)
+        }
+        Cmd::Dist => {
+            setup::run()?;
+            dist::run().map(drop)
+        }
         Cmd::Demo(args) => {
             if !args.no_build {
                 setup::run()?;

@@ -7,12 +7,11 @@ use anyhow::{Context, bail};
 
 use crate::sh;
 
-/// Debian packages: build (C libraries for nftnl/mnl), lab (iproute2, nftables, bpftool),
-/// callers and peers (curl, wrk, haproxy), the govmomi simulator (golang), pyvmomi (python3-pip).
+/// Debian packages: lab (iproute2, nftables, bpftool: tests inspect with them), callers and
+/// peers (curl, wrk, haproxy), the govmomi simulator (golang), pyvmomi (python3-pip). The build
+/// needs no C library: the agent speaks nf_tables netlink in Rust, and its static musl build
+/// (`dist`) uses the C runtime that ships with Rust's musl target.
 pub const APT_PACKAGES: &[&str] = &[
-    "pkg-config",
-    "libnftnl-dev",
-    "libmnl-dev",
     "nftables",
     "iproute2",
     "bpftool",
@@ -41,9 +40,11 @@ pub fn nightly() -> anyhow::Result<String> {
 pub fn run() -> anyhow::Result<()> {
     apt()?;
     rust_components()?;
+    rust_targets()?;
     let nightly = nightly()?;
     nightly_toolchain(&nightly)?;
     bpf_linker(&nightly)?;
+    cargo_deny()?;
     pyvmomi()?;
     eprintln!("setup: everything is in place");
     Ok(())
@@ -91,6 +92,17 @@ fn rust_components() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The target of the portable agent (`cargo xtask dist`).
+fn rust_targets() -> anyhow::Result<()> {
+    let installed = sh::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == crate::dist::TARGET) {
+        eprintln!("setup: rust target {} present", crate::dist::TARGET);
+        return Ok(());
+    }
+    sh::run(Command::new("rustup").args(["target", "add", crate::dist::TARGET]))
 }
 
 fn sysroot(toolchain: &str) -> Option<PathBuf> {
@@ -162,6 +174,19 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
     sh::run(&mut cmd)?;
     if !sh::ok(Command::new("bpf-linker").arg("--version")) {
         bail!("bpf-linker was installed but does not start; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+/// cargo-deny, for the dependency policy (`cargo xtask deny`, part of `cargo xtask test`).
+pub fn cargo_deny() -> anyhow::Result<()> {
+    if sh::ok(sh::cargo().args(["deny", "--version"])) {
+        eprintln!("setup: cargo-deny present");
+        return Ok(());
+    }
+    sh::run(sh::cargo().args(["install", "cargo-deny", "--locked"]))?;
+    if !sh::ok(sh::cargo().args(["deny", "--version"])) {
+        bail!("cargo-deny was installed but `cargo deny` does not run; is ~/.cargo/bin on PATH?");
     }
     Ok(())
 }

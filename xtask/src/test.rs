@@ -16,12 +16,16 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Licenses, bans, sources; advisories when the RustSec database can be had.
+    crate::deny::run()?;
     // The e2e tests run the workspace's binaries (agent, controller, simulator, service).
     sh::run(
         sh::cargo()
             .current_dir(&root)
             .args(["build", "--workspace", "--bins"]),
     )?;
+    // tests/tests/dist.rs checks and runs the portable agent.
+    crate::dist::run()?;
     let mut test = sh::cargo();
     test.current_dir(&root).args(["test", "--workspace"]);
     if !extra.is_empty() {
