@@ -252,6 +252,9 @@ pub struct CleanupArgs {
     pub vc: VcArgs,
     #[command(flatten)]
     pub targets: TargetArgs,
+    /// Guest interface whose leftover tc filters (kernels < 6.6) are removed.
+    #[arg(long, env = "NETWORK_INTERFACE", default_value = "ens160")]
+    pub network_interface: String,
 }
 
 impl VcArgs {

@@ -150,6 +150,7 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 Output::Json => println!("{json}"),
             }
             std::io::stdout().flush().ok();
+            RUN_FINISHED.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(e) = endpoint {
                 e.finish(&abort).await;
             }
@@ -176,6 +177,7 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 &vc,
                 &targets,
                 Some(&config),
+                &[],
                 &agent,
                 "preflight",
                 cli.quiet,
@@ -194,8 +196,18 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let agent = read_agent(&targets.agent)?;
-            let results =
-                orchestrate::agent_command(&vc, &targets, None, &agent, "cleanup", cli.quiet).await;
+            let iface = match reset_controller::config::check_interface(&args.network_interface) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let extra = ["--network-interface".to_string(), iface];
+            let results = orchestrate::agent_command(
+                &vc, &targets, None, &extra, &agent, "cleanup", cli.quiet,
+            )
+            .await;
             Ok(print_results(&results, cli.output, "cleanup"))
         }
     }
@@ -257,6 +269,9 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)
 }
 
+/// Set once the run's report is out; a signal after that only ends the metrics linger.
+static RUN_FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// First SIGINT/SIGTERM: raise the abort flag. Second: exit at once.
 async fn watch_signals(handle: orchestrate::abort::AbortHandle) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -273,9 +288,13 @@ async fn watch_signals(handle: orchestrate::abort::AbortHandle) {
             _ = term.recv() => {}
         }
         if n == 0 {
-            eprintln!(
-                "abort requested: stopping agents, cleaning up guests (signal again to exit at once)"
-            );
+            if RUN_FINISHED.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("signal received after the run: no longer serving metrics");
+            } else {
+                eprintln!(
+                    "abort requested: stopping agents, cleaning up guests (signal again to exit at once)"
+                );
+            }
             handle.trigger();
         }
     }

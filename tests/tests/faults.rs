@@ -103,12 +103,25 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
     );
     assert_all_clean(&lab, &sim);
 
-    let out = wait_bounded(
-        sim.controller(&["cleanup", "--vm-name", "vm-a", "--agent", agent])
+    let cleanup = |iface: &str| {
+        wait_bounded(
+            sim.controller(&[
+                "cleanup",
+                "--vm-name",
+                "vm-a",
+                "--agent",
+                agent,
+                "--network-interface",
+                iface,
+            ])
             .spawn()
             .unwrap(),
-        Duration::from_secs(60),
-    );
+            Duration::from_secs(60),
+        )
+    };
+    let bad = cleanup("ens160:1");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let out = cleanup("ens160");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("nothing to clean up"), "{text}");

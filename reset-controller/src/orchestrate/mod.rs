@@ -343,13 +343,14 @@ pub struct CommandResult {
     pub output: String,
 }
 
-/// Stage the agent on every VM and run `reset-agent SUB` there, with
+/// Stage the agent on every VM and run `reset-agent SUB [EXTRA...]` there, with
 /// `--config <staged agent.toml>` when `config` is given (`preflight`), without
 /// (`cleanup`); then remove the files.
 pub async fn agent_command(
     vc: &VcenterSettings,
     targets: &Targets,
     config: Option<&str>,
+    extra: &[String],
     agent: &Bytes,
     sub: &'static str,
     quiet: bool,
@@ -362,11 +363,12 @@ pub async fn agent_command(
     let mut set = JoinSet::new();
     let n = runs.len();
     for (i, mut r) in runs.into_iter().enumerate() {
+        let extra = extra.to_vec();
         set.spawn(async move {
             let mut out = (None, String::new());
             if r.launcher().is_some() {
                 match r
-                    .agent_command(sub, with_config, Duration::from_secs(120))
+                    .agent_command(sub, with_config, &extra, Duration::from_secs(120))
                     .await
                 {
                     Ok((code, text)) => {

@@ -460,12 +460,13 @@ impl VmRun {
         }
     }
 
-    /// Run `reset-agent SUB [--config <staged config>]` to completion and return
+    /// Run `reset-agent SUB [--config <staged config>] [EXTRA...]` to completion and return
     /// (exit code, output).
     pub async fn agent_command(
         &mut self,
         sub: &str,
         with_config: bool,
+        extra: &[String],
         timeout: Duration,
     ) -> Result<(i32, String), VmError> {
         let Some((l, d)) = self.staged() else {
@@ -476,6 +477,7 @@ impl VmRun {
         if with_config {
             args.extend(["--config", d.config.as_str()]);
         }
+        args.extend(extra.iter().map(String::as_str));
         let spec = l.spec(&d.agent, &args, Some(&log), true);
         self.phase(&format!("running reset-agent {}", args.join(" ")));
         let code = match l.run(&spec, timeout).await? {
