@@ -36,7 +36,7 @@ pub struct SimConfig {
     pub tmp_dir: Option<PathBuf>,
     /// Where the guests' "VMware Tools" keep their process table (what Tools itself
     /// keeps inside a real guest): started programs and their exit codes survive a
-    /// restart of the simulator. `$TMPDIR/vcsim-tools` if `None`.
+    /// restart of the simulator. `$TMPDIR/vcsim-tools-<pid>` (this process only) if `None`.
     pub state_dir: Option<PathBuf>,
 }
 
@@ -50,9 +50,9 @@ impl SimConfig {
 
     /// The directory of the guests' process table.
     pub fn tools_dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("vcsim-tools"))
+        self.state_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("vcsim-tools-{}", std::process::id()))
+        })
     }
 }
 

@@ -39,7 +39,8 @@ struct Args {
     /// The guests' temporary directory [default: /tmp].
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    /// The guests' process table (kept across restarts) [default: $TMPDIR/vcsim-tools].
+    /// The guests' process table, kept across restarts [default: a private directory, removed
+    /// when vcsim ends on SIGTERM/SIGINT, so nothing survives a restart].
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Write the self-signed certificate (PEM) here, for GOVC_TLS_CA_CERTS.
@@ -118,6 +119,16 @@ async fn main() -> Result<()> {
     writeln!(out, "{scheme}://{addr}/sdk")?;
     out.flush()?;
     drop(out);
-    reset_vcsim::serve(Sim::new(cfg), listener, tls).await?;
-    Ok(())
+    // Without --state-dir the process table is private to this process: remove it on the way out.
+    let private = args.state_dir.is_none().then(|| cfg.tools_dir());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let served = tokio::select! {
+        r = reset_vcsim::serve(Sim::new(cfg), listener, tls) => r.map_err(anyhow::Error::from),
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    if let Some(dir) = private {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    served
 }
