@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{bin, lab::Lab, proc::curl};
+use crate::{bin, lab::Lab};
 
 pub const VC_PASSWORD: &str = "vc-E2e-Secret-5d1";
 pub const GUEST_PASSWORD: &str = "guest-E2e-Secret-8b4";
@@ -88,20 +88,48 @@ pub fn wait_injected(lab: &Lab, limit: Duration) {
     }
 }
 
+/// See [`Lab::assert_clean`].
 pub fn assert_guest_clean(lab: &Lab) {
-    assert!(
-        !injected(lab),
-        "nftables table left behind:\n{}",
-        lab.vm.nft_ruleset()
-    );
-    let att = lab.vm.bpf_attachments("ens160");
-    assert!(!att.contains("reset_"), "tc programs left behind:\n{att}");
-    let c = curl(&lab.caller, &lab.url(false, 80, "/health"));
-    assert_eq!(
-        (c.exit, c.http_code.as_str()),
-        (0, "200"),
-        "a new connection works after cleanup: {c:?}"
-    );
+    lab.assert_clean();
+}
+
+/// The common one-VM scene: a lab whose VM runs the sample service on port 80, served by vcsim
+/// as `vm-a`. Bind it as `let (lab, _svc, sim) = one_vm();` so it is torn down in reverse.
+pub fn one_vm() -> (Lab, crate::proc::Service, Vcsim) {
+    let lab = Lab::new();
+    let svc = crate::proc::Service::start(&lab.vm, 80, None);
+    let sim = Vcsim::start(&[("vm-a", &lab)]);
+    (lab, svc, sim)
+}
+
+/// `run` on vm-a with `agent`: TOXICITY 100, RESET_TIMEOUT 200 ms, a `window`-second fault,
+/// plus `extra` flags.
+pub fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "run",
+        "--vm-name",
+        "vm-a",
+        "--agent",
+        agent,
+        "--toxicity",
+        "100",
+        "--reset-timeout",
+        "200",
+        "--total-chaos-duration",
+        window,
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Starts the controller with `args` and waits until its agent's redirect is in `lab`.
+pub fn start_injected(sim: &Vcsim, lab: &Lab, args: &[&str]) -> Child {
+    let child = sim
+        .controller(args)
+        .spawn()
+        .expect("spawn reset-controller");
+    wait_injected(lab, Duration::from_secs(20));
+    child
 }
 
 /// No process in the guest has a secret in its command line or environment.

@@ -16,20 +16,6 @@ fn lab_with_service() -> (Lab, Service) {
     (lab, svc)
 }
 
-/// The table, our tc programs, and the agent are gone; a new connection succeeds.
-fn assert_clean(lab: &Lab) {
-    let rules = lab.vm.nft_ruleset();
-    assert!(!rules.contains("reset_peer"), "table left behind:\n{rules}");
-    let att = lab.vm.bpf_attachments("ens160");
-    assert!(!att.contains("reset_"), "tc programs left behind:\n{att}");
-    let c = curl(&lab.caller, &lab.url(false, 80, "/health"));
-    assert_eq!(
-        (c.exit, c.http_code.as_str()),
-        (0, "200"),
-        "new connection after cleanup: {c:?}"
-    );
-}
-
 fn resets_timing(v6: bool, extra: &[&str]) {
     let (lab, _svc) = lab_with_service();
     let mut args = vec![
@@ -89,7 +75,7 @@ fn resets_timing(v6: bool, extra: &[&str]) {
         "{d}"
     );
     assert_eq!(run.report()["cleanup"]["verified"], true);
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Shown 1: TOXICITY 100, RESET_TIMEOUT 300: exit 56 within [300, 350] ms; report == caller.
@@ -143,7 +129,7 @@ fn userspace_mode_resets_on_time() {
     assert_eq!(run.report()["counts_kernel_observed"], false);
     assert_eq!(run.u64("resets_issued"), 3);
     assert_eq!(run.u64("flows_selected"), 3);
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Shown 2: TOXICITY 0: every request succeeds, nothing selected, nothing reset.
@@ -169,7 +155,7 @@ fn zero_toxicity_changes_nothing() {
         0,
         "unselected traffic must not touch the proxy"
     );
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 fn thirty_percent(extra: &[&str]) -> (u64, serde_json::Value) {
@@ -198,7 +184,7 @@ fn thirty_percent(extra: &[&str]) -> (u64, serde_json::Value) {
     assert_eq!(run.u64("resets_observed"), resets, "kernel vs caller: {r}");
     assert_eq!(run.u64("resets_issued"), resets, "{r}");
     assert_eq!(run.u64("flows_selected"), resets, "{r}");
-    assert_clean(&lab);
+    lab.assert_clean();
     (resets, r)
 }
 
@@ -302,7 +288,7 @@ fn sigterm_mid_window_cleans_up_and_reports_aborted() {
         "{}",
         run.report()
     );
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Shown 5: kill -9 mid-window: within 1 s no table remains and new connections succeed.
@@ -334,7 +320,7 @@ fn sigkill_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Shown 6: upstream: the service never sees a selected request; downstream: it does, and the
@@ -426,7 +412,7 @@ fn bad_input_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// A second run while one is active fails and names the first.
@@ -508,7 +494,7 @@ fn held_connection_is_reset_after_the_window_ends() {
     assert_eq!(run.code(), Some(0));
     assert_eq!(run.u64("resets_observed"), 1, "{}", run.report());
     assert_eq!(run.report()["cleanup"]["verified"], true);
-    assert_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Only redirected flows reach the proxy: a direct connection to PROXY_PORT is refused, and

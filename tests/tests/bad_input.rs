@@ -102,6 +102,17 @@ fn assert_unchanged(lab: &Lab, case: &str) {
     assert!(!att.contains("reset_"), "{case}: left tc programs\n{att}");
 }
 
+/// Fails with every case that was not refused properly, or reports how many were.
+fn assert_all_refused(failures: &[String], cases: usize, what: &str) {
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{cases} bad {what} inputs refused");
+}
+
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("agent.toml");
     std::fs::write(&p, text).unwrap();
@@ -163,13 +174,7 @@ fn every_agent_tunable_refused_in_flags_env_and_config_file() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} cases:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    eprintln!("{cases} bad agent inputs refused");
+    assert_all_refused(&failures, cases, "agent");
 }
 
 #[test]
@@ -335,11 +340,5 @@ fn every_controller_tunable_refused_in_flags_and_env() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} cases:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    eprintln!("{cases} bad controller inputs refused");
+    assert_all_refused(&failures, cases, "controller");
 }

@@ -313,32 +313,10 @@ fn controller_uploads_and_runs_the_dist_agent() {
     if !require_root() {
         return;
     }
-    use reset_tests::ctl::{Vcsim, assert_guest_clean, report, wait_bounded};
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let sim = Vcsim::start(&[("vm-a", &lab)]);
+    use reset_tests::ctl::{one_vm, report, run_args, start_injected, wait_bounded};
+    let (lab, _svc, sim) = one_vm();
     let exe = dist_agent();
-    let child = sim
-        .controller(&[
-            "run",
-            "--vm-name",
-            "vm-a",
-            "--agent",
-            exe.to_str().unwrap(),
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "200",
-            "--total-chaos-duration",
-            "3",
-        ])
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !lab.vm.nft_ruleset().contains("reset_peer") {
-        assert!(t.elapsed() < Duration::from_secs(20), "never injected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = start_injected(&sim, &lab, &run_args(exe.to_str().unwrap(), "3", &[]));
     assert_eq!(curl(&lab.caller, &lab.url(false, 80, "/")).exit, 56);
     let out = wait_bounded(child, Duration::from_secs(60));
     let v = report(&out);
@@ -348,5 +326,5 @@ fn controller_uploads_and_runs_the_dist_agent() {
     assert_eq!(row["agent_report"]["counts_kernel_observed"], true, "{row}");
     assert_eq!(row["guest_files_removed"], true, "{row}");
     assert_eq!(sim.guest_files(), Vec::<PathBuf>::new());
-    assert_guest_clean(&lab);
+    lab.assert_clean();
 }

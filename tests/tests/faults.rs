@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use reset_tests::{
     bin,
-    ctl::{Vcsim, assert_guest_clean, injected, report, wait_bounded, wait_injected},
+    ctl::{
+        Vcsim, assert_guest_clean, injected, one_vm, report, run_args, start_injected, wait_bounded,
+    },
     lab::Lab,
     proc::{Agent, Service, caller, curl},
     require_root,
@@ -42,24 +44,6 @@ fn assert_all_clean(lab: &Lab, sim: &Vcsim) {
     assert_guest_clean(lab);
 }
 
-fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "run",
-        "--vm-name",
-        "vm-a",
-        "--agent",
-        agent,
-        "--toxicity",
-        "100",
-        "--reset-timeout",
-        "200",
-        "--total-chaos-duration",
-        window,
-    ];
-    v.extend_from_slice(extra);
-    v
-}
-
 /// The controller is killed with SIGKILL mid-window: the agent keeps the fault to its own
 /// deadline and cleans up, the guest-side janitor removes the run's files GUEST_FILES_TTL after
 /// the agent ends, and a later `reset-controller cleanup` finds nothing to do and says so.
@@ -68,16 +52,14 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let sim = Vcsim::start(&[("vm-a", &lab)]);
+    let (lab, _svc, sim) = one_vm();
     let agent = bin("reset-agent");
     let agent = agent.to_str().unwrap();
-    let mut child = sim
-        .controller(&run_args(agent, "4", &["--guest-files-ttl", "1"]))
-        .spawn()
-        .unwrap();
-    wait_injected(&lab, Duration::from_secs(20));
+    let mut child = start_injected(
+        &sim,
+        &lab,
+        &run_args(agent, "4", &["--guest-files-ttl", "1"]),
+    );
     let injected_at = Instant::now();
     Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -136,15 +118,9 @@ fn vcenter_restart_mid_window_controller_reconnects() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let mut sim = Vcsim::start(&[("vm-a", &lab)]);
+    let (lab, _svc, mut sim) = one_vm();
     let agent = bin("reset-agent");
-    let child = sim
-        .controller(&run_args(agent.to_str().unwrap(), "8", &[]))
-        .spawn()
-        .unwrap();
-    wait_injected(&lab, Duration::from_secs(20));
+    let child = start_injected(&sim, &lab, &run_args(agent.to_str().unwrap(), "8", &[]));
     sim.0.stop();
     let down = Instant::now();
     let mut resets = 0;
@@ -179,19 +155,17 @@ fn vcenter_gone_for_good_reports_what_was_not_done() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let mut sim = Vcsim::start(&[("vm-a", &lab)]);
+    let (lab, _svc, mut sim) = one_vm();
     let agent = bin("reset-agent");
-    let child = sim
-        .controller(&run_args(
+    let child = start_injected(
+        &sim,
+        &lab,
+        &run_args(
             agent.to_str().unwrap(),
             "3",
             &["--vc-reconnect-timeout", "2", "--guest-files-ttl", "1"],
-        ))
-        .spawn()
-        .unwrap();
-    wait_injected(&lab, Duration::from_secs(20));
+        ),
+    );
     sim.0.stop();
     let out = wait_bounded(child, Duration::from_secs(40));
     let v = report(&out);
@@ -230,13 +204,10 @@ fn second_controller_on_the_same_vm_refuses_naming_the_first() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let sim = Vcsim::start(&[("vm-a", &lab)]);
+    let (lab, _svc, sim) = one_vm();
     let agent = bin("reset-agent");
     let agent = agent.to_str().unwrap();
-    let first = sim.controller(&run_args(agent, "5", &[])).spawn().unwrap();
-    wait_injected(&lab, Duration::from_secs(20));
+    let first = start_injected(&sim, &lab, &run_args(agent, "5", &[]));
     let files_before = sim.guest_files();
     assert_eq!(files_before.len(), 1, "{files_before:?}");
     let second = wait_bounded(
@@ -275,15 +246,9 @@ fn agent_killed_under_the_controller() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
-    let sim = Vcsim::start(&[("vm-a", &lab)]);
+    let (lab, _svc, sim) = one_vm();
     let agent = bin("reset-agent");
-    let child = sim
-        .controller(&run_args(agent.to_str().unwrap(), "30", &[]))
-        .spawn()
-        .unwrap();
-    wait_injected(&lab, Duration::from_secs(20));
+    let child = start_injected(&sim, &lab, &run_args(agent.to_str().unwrap(), "30", &[]));
     let pids: Vec<u32> = lab
         .vm
         .pids()

@@ -239,27 +239,26 @@ impl Guest {
 
     /// ListProcessesInGuest for one pid; `None` if the guest does not know it.
     pub async fn process(&self, pid: i64) -> Result<Option<ProcessInfo>, VcError> {
-        let m = &self.managers;
-        let r = self
-            .call(ops::list_processes(
-                self.mgr(&m.process, "GuestProcessManager")?,
-                &self.vm.moref,
-                &self.auth,
-                &[pid],
-            ))
-            .await?;
-        Ok(ops::parse_processes(&r).into_iter().find(|p| p.pid == pid))
+        Ok(self
+            .list_processes(&[pid])
+            .await?
+            .into_iter()
+            .find(|p| p.pid == pid))
     }
 
     /// ListProcessesInGuest without pids: every process the guest lists.
     pub async fn processes(&self) -> Result<Vec<ProcessInfo>, VcError> {
+        self.list_processes(&[]).await
+    }
+
+    async fn list_processes(&self, pids: &[i64]) -> Result<Vec<ProcessInfo>, VcError> {
         let m = &self.managers;
         let r = self
             .call(ops::list_processes(
                 self.mgr(&m.process, "GuestProcessManager")?,
                 &self.vm.moref,
                 &self.auth,
-                &[],
+                pids,
             ))
             .await?;
         Ok(ops::parse_processes(&r))

@@ -58,6 +58,24 @@ impl Lab {
         Lab { caller, vm }
     }
 
+    /// Nothing of a run is left in the VM: no `reset_peer` table, no tc program of ours on
+    /// ens160; and a new connection to the service on port 80 gets its 200.
+    pub fn assert_clean(&self) {
+        let rules = self.vm.nft_ruleset();
+        assert!(
+            !rules.contains("reset_peer"),
+            "nftables table left behind:\n{rules}"
+        );
+        let att = self.vm.bpf_attachments("ens160");
+        assert!(!att.contains("reset_"), "tc programs left behind:\n{att}");
+        let c = crate::proc::curl(&self.caller, &self.url(false, 80, "/health"));
+        assert_eq!(
+            (c.exit, c.http_code.as_str()),
+            (0, "200"),
+            "a new connection works after cleanup: {c:?}"
+        );
+    }
+
     /// `http://198.18.0.2:PORT/PATH` or the IPv6 form.
     pub fn url(&self, v6: bool, port: u16, path: &str) -> String {
         if v6 {
