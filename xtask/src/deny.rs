@@ -1,10 +1,12 @@
 //! `cargo xtask deny`: the dependency policy in xtask/deny.toml, checked with cargo-deny.
 //!
 //! Licenses, bans and sources need nothing but the lock file and always run. Advisories need
-//! the RustSec database, which lives on github.com: when it cannot be fetched the command says
-//! so in one line ("advisories NOT checked") and does not fail; with
-//! `RESET_PEER_ADVISORY_DB=/path/to/advisory-db` (a checkout or a clone of
-//! github.com/rustsec/advisory-db) it checks against that copy without the network.
+//! the RustSec database, which lives on github.com. Where it cannot be fetched, the offline
+//! snapshot `shared/advisory-db` (beside or above the workspace; a plain copy with a
+//! SNAPSHOT.md) is committed once into target/advisory-db/ and checked against instead, so the
+//! result is "advisories ok" or the findings. `RESET_PEER_ADVISORY_DB=/path` names another copy
+//! (a clone or a plain copy) and skips github.com. Only with no database at all does it say
+//! "advisories NOT checked", in one line, without failing.
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -43,74 +45,198 @@ fn deny(root: &Path) -> Command {
 }
 
 fn advisories(root: &Path) -> anyhow::Result<()> {
-    let mut cmd = deny(root);
-    let local = std::env::var_os(ADVISORY_DB_ENV).map(PathBuf::from);
-    if let Some(db) = &local {
-        use_local_db(&mut cmd, db)?;
+    if let Some(db) = std::env::var_os(ADVISORY_DB_ENV).map(PathBuf::from) {
+        return check_against(
+            root,
+            &Local::prepare(&db, "the database named by the environment")?,
+        );
     }
+    let mut cmd = deny(root);
     cmd.args(["check", "advisories"]);
-    let run = run_bounded(&mut cmd, ADVISORIES_TIMEOUT)?;
-    match (run, &local) {
-        (Bounded::Passed, _) => Ok(()),
-        (Bounded::TimedOut, None) => {
-            eprintln!(
-                "deny: advisories NOT checked: fetching the RustSec database from github.com did \
-                 not finish in {} s; set {ADVISORY_DB_ENV}=/path/to/advisory-db to check offline",
-                ADVISORIES_TIMEOUT.as_secs()
-            );
-            Ok(())
+    let unreachable = match run_bounded(&mut cmd, ADVISORIES_TIMEOUT)? {
+        Bounded::Passed => {
+            eprintln!("deny: advisories ok (live RustSec database from github.com)");
+            return Ok(());
         }
-        (Bounded::Failed(stderr), None) if fetch_failed(&stderr) => {
-            eprintln!(
-                "deny: advisories NOT checked: the RustSec database could not be fetched from \
-                 github.com ({}); set {ADVISORY_DB_ENV}=/path/to/advisory-db to check offline",
-                fetch_reason(&stderr)
-            );
-            Ok(())
-        }
-        (Bounded::TimedOut, Some(db)) => bail!(
-            "cargo deny check advisories did not finish in {} s with the local database {}",
-            ADVISORIES_TIMEOUT.as_secs(),
-            db.display()
+        Bounded::TimedOut => format!(
+            "fetching the RustSec database from github.com did not finish in {} s",
+            ADVISORIES_TIMEOUT.as_secs()
         ),
-        (Bounded::Failed(stderr), Some(db)) if fetch_failed(&stderr) => bail!(
-            "the advisory database at {} could not be read ({}): {ADVISORY_DB_ENV} must name a \
-             git clone of github.com/rustsec/advisory-db with its main branch",
-            db.display(),
+        Bounded::Failed(stderr) if fetch_failed(&stderr) => format!(
+            "the RustSec database could not be fetched from github.com ({})",
             fetch_reason(&stderr)
         ),
-        (Bounded::Failed(_), _) => bail!(
-            "cargo deny check advisories failed: see the advisories above; upgrade the crate, or \
-             add an `ignore` with a reason to xtask/deny.toml if it cannot apply to us"
+        Bounded::Failed(_) => bail!(FINDINGS),
+    };
+    match find_snapshot(root) {
+        Some(snapshot) => {
+            eprintln!("deny: {unreachable}; checking against the offline snapshot instead");
+            check_against(root, &Local::prepare(&snapshot, "the offline snapshot")?)
+        }
+        None => {
+            eprintln!(
+                "deny: advisories NOT checked: {unreachable}, and no offline snapshot was found \
+                 (looked for shared/advisory-db beside and above {}); set \
+                 {ADVISORY_DB_ENV}=/path/to/advisory-db to check offline",
+                root.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+const FINDINGS: &str = "cargo deny check advisories failed: see the advisories above; upgrade \
+    the crate, or add an `ignore` with a reason to xtask/deny.toml if it cannot apply to us";
+
+fn check_against(root: &Path, db: &Local) -> anyhow::Result<()> {
+    let mut cmd = deny(root);
+    use_local_db(&mut cmd, &db.git_dir);
+    cmd.args(["check", "advisories"]);
+    eprintln!(
+        "deny: advisories against {} ({}), not github.com",
+        db.source.display(),
+        db.describe
+    );
+    match run_bounded(&mut cmd, ADVISORIES_TIMEOUT)? {
+        Bounded::Passed => {
+            eprintln!("deny: advisories ok (RustSec database {})", db.describe);
+            Ok(())
+        }
+        Bounded::TimedOut => bail!(
+            "cargo deny check advisories did not finish in {} s with the local database {}",
+            ADVISORIES_TIMEOUT.as_secs(),
+            db.source.display()
         ),
+        Bounded::Failed(stderr) if fetch_failed(&stderr) => bail!(
+            "the advisory database at {} could not be read ({}): it must be a copy of \
+             github.com/rustsec/advisory-db (a git clone, or a plain copy with crates/)",
+            db.source.display(),
+            fetch_reason(&stderr)
+        ),
+        Bounded::Failed(_) => bail!(FINDINGS),
+    }
+}
+
+/// The shared offline snapshot (`shared/advisory-db`, a plain copy with a SNAPSHOT.md), looked
+/// for beside the workspace and in each directory above it.
+fn find_snapshot(root: &Path) -> Option<PathBuf> {
+    root.ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/advisory-db"))
+        .find(|dir| dir.join("crates").is_dir())
+}
+
+/// A local advisory database ready for cargo-deny: a git repository with a `main` branch.
+struct Local {
+    /// What the user has (a clone or a plain copy).
+    source: PathBuf,
+    /// A git repository cargo-deny can clone: `source` itself, or a committed copy of it.
+    git_dir: PathBuf,
+    /// "main as of 2026-08-21" or "snapshot of commit bf5c0d2, 2026-08-21".
+    describe: String,
+}
+
+impl Local {
+    /// A git clone is used as it is; a plain copy (like the shared snapshot) is copied once
+    /// into the target directory and committed there, since cargo-deny reads databases by git.
+    fn prepare(source: &Path, what: &str) -> anyhow::Result<Local> {
+        let source = source
+            .canonicalize()
+            .with_context(|| format!("{what} at {} does not exist", source.display()))?;
+        if let Some(date) = main_date(&source) {
+            return Ok(Local {
+                git_dir: source.clone(),
+                source,
+                describe: format!("main as of {date}"),
+            });
+        }
+        if !source.join("crates").is_dir() {
+            bail!(
+                "{what} at {} is neither a git clone of the advisory database nor a copy of it \
+                 (no crates/ directory)",
+                source.display()
+            );
+        }
+        let describe = snapshot_description(&source);
+        let key = describe
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>();
+        let git_dir = sh::root().join("target/advisory-db").join(key);
+        if main_date(&git_dir).is_none() {
+            let _ = std::fs::remove_dir_all(&git_dir);
+            std::fs::create_dir_all(&git_dir)
+                .with_context(|| format!("create {}", git_dir.display()))?;
+            let mut copy = Command::new("cp");
+            copy.arg("-a")
+                .arg(source.join("."))
+                .arg(&git_dir)
+                .stdout(Stdio::null());
+            sh::run(&mut copy)?;
+            let git = |args: &[&str]| {
+                let mut c = Command::new("git");
+                c.arg("-C")
+                    .arg(&git_dir)
+                    .args([
+                        "-c",
+                        "user.name=reset-peer",
+                        "-c",
+                        "user.email=xtask@localhost",
+                    ])
+                    .args(["-c", "commit.gpgsign=false"])
+                    .args(args)
+                    .stdout(Stdio::null());
+                c
+            };
+            sh::run(&mut git(&["init", "--quiet", "--initial-branch=main"]))?;
+            sh::run(&mut git(&["add", "--all"]))?;
+            sh::run(&mut git(&["commit", "--quiet", "--message", &describe]))?;
+        }
+        Ok(Local {
+            source,
+            git_dir,
+            describe,
+        })
+    }
+}
+
+/// The date of `main` in a git clone, if `dir` is one.
+fn main_date(dir: &Path) -> Option<String> {
+    if !dir.join(".git").exists() && !dir.join("HEAD").exists() {
+        return None;
+    }
+    sh::output(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["log", "-1", "--format=%cs", "main"]),
+    )
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+}
+
+/// "snapshot of commit bf5c0d2, 2026-08-21", read from the snapshot's SNAPSHOT.md.
+fn snapshot_description(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("SNAPSHOT.md")).unwrap_or_default();
+    let commit = text
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 40)
+        .map(|c| c[..7].to_owned());
+    let date = text.split_whitespace().find_map(|w| {
+        let w = w.trim_matches(|c: char| !c.is_ascii_digit());
+        (w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-').then(|| w.to_owned())
+    });
+    match (commit, date) {
+        (Some(c), Some(d)) => format!("snapshot of commit {c}, {d}"),
+        (Some(c), None) => format!("snapshot of commit {c}"),
+        _ => "snapshot of unknown date".to_owned(),
     }
 }
 
 /// Point cargo-deny's fetch of the default database at a local git copy: git rewrites the
 /// github.com URL to the local path (url.<base>.insteadOf, passed through the environment),
 /// so cargo-deny clones or updates its cache from the copy and never touches the network.
-fn use_local_db(cmd: &mut Command, db: &Path) -> anyhow::Result<()> {
-    let db = db
-        .canonicalize()
-        .with_context(|| format!("{ADVISORY_DB_ENV}={} does not exist", db.display()))?;
-    let date = sh::output(Command::new("git").arg("-C").arg(&db).args([
-        "log",
-        "-1",
-        "--format=%cs",
-        "main",
-    ]))
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty())
-    .with_context(|| {
-        format!(
-            "{ADVISORY_DB_ENV}={} is not a git clone of the advisory database with a main branch",
-            db.display()
-        )
-    })?;
-    eprintln!(
-        "deny: advisories against the local database {} (main as of {date}), not github.com",
-        db.display()
-    );
+fn use_local_db(cmd: &mut Command, git_dir: &Path) {
     let n: usize = std::env::var("GIT_CONFIG_COUNT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -118,10 +244,9 @@ fn use_local_db(cmd: &mut Command, db: &Path) -> anyhow::Result<()> {
     cmd.env("GIT_CONFIG_COUNT", (n + 1).to_string())
         .env(
             format!("GIT_CONFIG_KEY_{n}"),
-            format!("url.file://{}.insteadOf", db.display()),
+            format!("url.file://{}.insteadOf", git_dir.display()),
         )
         .env(format!("GIT_CONFIG_VALUE_{n}"), DEFAULT_DB_URL);
-    Ok(())
 }
 
 enum Bounded {
@@ -208,5 +333,26 @@ mod tests {
         );
         let found = "error[vulnerability]: Quadratic run time\nadvisories FAILED\n";
         assert!(!fetch_failed(found));
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn describes_the_snapshot_from_its_notes() {
+        let dir = std::env::temp_dir().join(format!("reset-peer-snapshot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("SNAPSHOT.md"),
+            "A plain copy of the repository at commit\nbf5c0d245a92671908518d7e765914d437954ed6 (2026-08-21), for ...\n",
+        )
+        .expect("write");
+        assert_eq!(
+            snapshot_description(&dir),
+            "snapshot of commit bf5c0d2, 2026-08-21"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,7 +35,12 @@ enum Cmd {
     },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
     /// rust-src, bpf-linker, clippy/rustfmt, the musl target, cargo-deny, pyvmomi.
-    Setup,
+    Setup {
+        /// Also build bpf-linker from nothing into a scratch prefix and link the eBPF object
+        /// with it (CI runs this every time, so the install branch cannot rot unseen).
+        #[arg(long)]
+        prove_fresh: bool,
+    },
     /// Run the whole fault end to end on a local vCenter simulator and a netns VM.
     Demo(demo::DemoArgs),
     /// Dependency policy (xtask/deny.toml): licenses, bans, sources, then RustSec advisories
@@ -53,13 +58,47 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+/// Errors are printed as one message chain (`{err:#}`), never as a backtrace: RUST_BACKTRACE is
+/// set on these machines, and anyhow would otherwise print one at the user.
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let what = cli.cmd.name();
+    match dispatch(cli.cmd) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cargo xtask {what}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Bench { .. } => "bench",
+            Cmd::Setup { .. } => "setup",
+            Cmd::Demo(_) => "demo",
+            Cmd::Deny => "deny",
+            Cmd::Fuzz(_) => "fuzz",
+            Cmd::Dist => "dist",
+            Cmd::Test { .. } => "test",
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Bench { quick } => {
             setup::run()?;
             bench::run(quick)
         }
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { prove_fresh } => {
+            setup::run()?;
+            if prove_fresh {
+                setup::prove_fresh()?;
+            }
+            Ok(())
+        }
         Cmd::Deny => deny::run(),
         Cmd::Fuzz(args) => {
             setup::run()?;

@@ -51,3 +51,13 @@ pub fn show(cmd: &Command) -> String {
 pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
+
+/// Runs one named step of a bigger command; a failure says which step failed, why (the whole
+/// error chain, no backtrace), and the command that retries just that step.
+pub fn step<T>(
+    what: &str,
+    retry: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    f().map_err(|e| anyhow::anyhow!("{what} failed: {e:#}\n  retry it with: {retry}"))
+}

@@ -1,11 +1,19 @@
 //! `cargo xtask setup`: makes a fresh Debian machine able to build, test and demo reset-peer.
 //! Every step checks first and does nothing when already satisfied, so it is cheap to run
 //! before every `test` and `demo`.
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, bail};
 
 use crate::sh;
+
+mod fresh;
+mod llvm;
+
+pub use fresh::prove_fresh;
 
 /// Debian packages: lab (iproute2, nftables, bpftool: tests inspect with them), callers and
 /// peers (curl, wrk, haproxy), the govmomi simulator (golang), pyvmomi (python3-pip). The build
@@ -38,16 +46,41 @@ pub fn nightly() -> anyhow::Result<String> {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    apt()?;
-    rust_components()?;
-    rust_targets()?;
+    step("Debian packages", "cargo xtask setup", apt)?;
+    step(
+        "rustup components",
+        "rustup component add clippy rustfmt",
+        rust_components,
+    )?;
+    step(
+        "musl target",
+        &format!("rustup target add {}", crate::dist::TARGET),
+        rust_targets,
+    )?;
     let nightly = nightly()?;
-    nightly_toolchain(&nightly)?;
-    bpf_linker(&nightly)?;
-    cargo_deny()?;
-    pyvmomi()?;
+    step(
+        "eBPF nightly toolchain",
+        &format!("rustup toolchain install {nightly} --profile minimal --component rust-src"),
+        || nightly_toolchain(&nightly),
+    )?;
+    step("bpf-linker", "cargo xtask setup", || bpf_linker(&nightly))?;
+    step(
+        "cargo-deny",
+        "cargo install cargo-deny --locked",
+        cargo_deny,
+    )?;
+    step("pyvmomi", "python3 -m pip install pyvmomi", pyvmomi)?;
     eprintln!("setup: everything is in place");
     Ok(())
+}
+
+/// Runs one setup step; a failure names the step, says why, and how to retry it.
+pub fn step<T>(
+    name: &str,
+    retry: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    sh::step(&format!("setup step `{name}`"), retry, f)
 }
 
 fn apt() -> anyhow::Result<()> {
@@ -142,21 +175,53 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
         eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} present");
         return Ok(());
     }
-    let sysroot = sysroot(nightly).context("the pinned nightly is not installed")?;
+    let prefix = cache_dir().join(format!("llvm-{nightly}"));
+    let installed = install_bpf_linker(nightly, &prefix, None)?;
+    if !sh::ok(Command::new("bpf-linker").arg("--version")) {
+        bail!(
+            "bpf-linker was installed at {} but `bpf-linker` does not start from PATH; put ~/.cargo/bin on PATH",
+            installed.display()
+        );
+    }
+    Ok(())
+}
+
+/// ~/.cache/reset-peer: what setup builds for itself (the LLVM prefix for bpf-linker).
+pub fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/reset-peer")
+}
+
+/// `cargo install bpf-linker` against the pinned nightly's libLLVM, from nothing: `prefix`
+/// becomes an LLVM prefix whose lib/libLLVM.so links to the nightly's real shared object, and
+/// `root` (None: cargo's default, ~/.cargo) receives the binary. Returns the binary's path.
+pub fn install_bpf_linker(
+    nightly: &str,
+    prefix: &Path,
+    root: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let sysroot = sysroot(nightly).with_context(|| {
+        format!(
+            "the pinned nightly {nightly} is not installed (rustup toolchain install {nightly})"
+        )
+    })?;
     let lib = sysroot.join("lib");
-    let llvm = std::fs::read_dir(&lib)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
-        .with_context(|| format!("no libLLVM in {}", lib.display()))?;
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let prefix = PathBuf::from(home)
-        .join(".cache/reset-peer")
-        .join(format!("llvm-{nightly}"));
-    std::fs::create_dir_all(prefix.join("lib"))?;
-    let link = prefix.join("lib/libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+    let llvm = llvm::libllvm_in(&lib)?;
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("create {}", prefix_lib.display()))?;
+    let link = prefix_lib.join("libLLVM.so");
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", link.display())),
+    }
+    std::os::unix::fs::symlink(&llvm, &link)
+        .with_context(|| format!("link {} to {}", link.display(), llvm.display()))?;
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        llvm.display()
+    );
     let mut cmd = sh::cargo();
     cmd.args([
         "install",
@@ -166,16 +231,38 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
         "--locked",
         "--force",
     ])
-    .env("LLVM_PREFIX", &prefix)
+    .env("LLVM_PREFIX", prefix)
     .env(
         "RUSTFLAGS",
         format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
     );
-    sh::run(&mut cmd)?;
-    if !sh::ok(Command::new("bpf-linker").arg("--version")) {
-        bail!("bpf-linker was installed but does not start; is ~/.cargo/bin on PATH?");
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
     }
-    Ok(())
+    sh::run(&mut cmd)?;
+    let bin = match root {
+        Some(r) => r.join("bin/bpf-linker"),
+        None => cargo_home().join("bin/bpf-linker"),
+    };
+    let version = sh::output(Command::new(&bin).arg("--version"))
+        .with_context(|| format!("{} was built but does not start", bin.display()))?;
+    if !version.contains(BPF_LINKER_VERSION) {
+        bail!(
+            "{} reports {:?}, not {BPF_LINKER_VERSION}",
+            bin.display(),
+            version.trim()
+        );
+    }
+    Ok(bin)
+}
+
+fn cargo_home() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        }
+    }
 }
 
 /// cargo-deny, for the dependency policy (`cargo xtask deny`, part of `cargo xtask test`).
@@ -213,4 +300,22 @@ fn pyvmomi() -> anyhow::Result<()> {
             .args(base)
             .arg("--break-system-packages"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_names_itself_and_the_retry() {
+        let err = step(
+            "bpf-linker",
+            "cargo xtask setup",
+            || -> anyhow::Result<()> { bail!("link failed") },
+        )
+        .expect_err("fails");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("`bpf-linker` failed: link failed"), "{msg}");
+        assert!(msg.contains("retry it with: cargo xtask setup"), "{msg}");
+    }
 }
