@@ -28,11 +28,6 @@ pub fn kernel_version() -> Option<(u32, u32)> {
     }
 }
 
-/// Whether the kernel has owner tables (NFT_TABLE_F_OWNER, 5.12).
-pub fn has_owner_tables() -> bool {
-    kernel_version().is_none_or(|v| v >= (5, 12))
-}
-
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))

@@ -23,8 +23,9 @@ use crate::{
     ebpf::{self, Globals, Observer},
     host,
     instance::{Instance, InstanceError},
+    lost::LostFlows,
     metrics::Metrics,
-    nft::{self, NftError, Redirect, RedirectSpec},
+    nft::{self, NftError, Redirect, RedirectSpec, Steering},
     proxy::{self, Phase, ProxyConfig, Stats, UserspaceSelector, Verdict},
     report::{Percentiles, Report, now_rfc3339},
 };
@@ -195,11 +196,7 @@ pub async fn run(
         return Ok(Outcome { report });
     }
 
-    // Unselected flows skip conntrack when nothing else in this namespace relies on it.
-    let untrack =
-        cfg.mode != ModeRequest::Userspace && matches!(nft::conntrack_used_by_others(), Ok(false));
-
-    // Observer first (window closed), then the redirect, then open the window.
+    // Observer first (window closed), then the steering rule, then open the window.
     let mut observer = match cfg.mode {
         ModeRequest::Userspace => {
             report.mode_reason = Some("MODE=userspace was requested".into());
@@ -215,8 +212,9 @@ pub async fn run(
                         toxicity_ppm: cfg.toxicity.ppm(),
                         selection: cfg.selection,
                         mark: MARK,
-                        mark_all: untrack,
+                        hash_key: (random_u64(), random_u64()),
                     },
+                    &listeners,
                 )
                 .map_err(|e| format!("{e:#}")),
             };
@@ -242,19 +240,28 @@ pub async fn run(
         target_port: cfg.target_port,
         proxy_port: cfg.proxy_port,
         mark: kernel.then_some(MARK),
-        untrack_unselected: kernel && untrack,
     };
-    report.unselected_untracked = spec.untrack_unselected;
-    let redirect = match Redirect::install(&spec) {
+    let redirect = match Redirect::install(&spec, nft::hints()) {
         Ok(r) => r,
         Err(e) => {
             if let Some(o) = observer.take() {
-                o.detach();
+                o.detach().await;
             }
             return Err(e.into());
         }
     };
     report.nft_table_owned = redirect.owned;
+    report.steering = Some(redirect.steering);
+    for why in &redirect.fallbacks {
+        warn!(%why, "nftables fallback");
+    }
+    report.steering_fallbacks = redirect.fallbacks.clone();
+    if redirect.steering == Steering::Redirect {
+        let firewalls = nft::dropping_input_chains().unwrap_or_default();
+        if !firewalls.is_empty() {
+            warn!(chains = ?firewalls, proxy_port = cfg.proxy_port, "steering by NAT redirect rewrites the destination port to PROXY_PORT; a guest firewall input chain with policy drop may drop it unless it accepts PROXY_PORT");
+        }
+    }
 
     let stats = Arc::new(Stats::default());
     let metrics = metrics_listener.map(|l| {
@@ -309,18 +316,23 @@ pub async fn run(
     let mut progress = tokio::time::interval(Duration::from_secs(5));
     progress.tick().await;
     let mut refresh = tokio::time::interval(Duration::from_millis(500));
+    let mut lost = LostFlows::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(window_end) => break,
             _ = sigint.recv() => { aborted = true; break; }
             _ = sigterm.recv() => { aborted = true; break; }
             _ = progress.tick() => log_progress(observer.as_ref(), &stats, window_end),
-            _ = refresh.tick() => update_metrics(metrics.as_ref().map(|m| &m.0), observer.as_ref(), &stats, true),
+            _ = refresh.tick() => {
+                update_metrics(metrics.as_ref().map(|m| &m.0), observer.as_ref(), &stats, true);
+                warn_lost(&mut lost, observer.as_ref(), &stats);
+            }
         }
     }
 
-    // 1. Stop selecting and redirecting new connections; the nat chain stays so the held
-    //    connections' packets are still translated until they are reset.
+    // 1. Stop selecting new connections. Kernel mode: the eBPF window closes and nothing new is
+    //    marked; the rule stays until the table goes, so a retransmitted SYN of a flow already
+    //    steered still reaches the proxy. Userspace mode: the rule itself stops steering.
     if let Some(o) = observer.as_mut()
         && let Err(e) = o.set_window(false)
     {
@@ -330,11 +342,15 @@ pub async fn run(
     }
     report.ended_at = now_rfc3339();
     let mut redirect = redirect;
-    match redirect.stop_redirecting() {
-        Ok(()) => info!("window closed: no new connections are redirected"),
-        Err(e) => report
-            .errors
-            .push(format!("stopping the redirect failed: {e:#}")),
+    if !kernel {
+        match redirect.stop_steering() {
+            Ok(()) => info!("window closed: no new connections are steered to the proxy"),
+            Err(e) => report
+                .errors
+                .push(format!("stopping the steering rule failed: {e:#}")),
+        }
+    } else {
+        info!("window closed: no new flow is selected");
     }
     // 2. Let held connections reach their reset (or reset them now on abort).
     if aborted {
@@ -378,6 +394,7 @@ pub async fn run(
                 report.syn_retransmits = c.syn_retransmits;
                 report.resets_other = c.resets_other;
                 report.syns_outside_window = c.syns_outside_window;
+                report.flows_map_full = c.map_full;
             }
             Err(e) => report
                 .errors
@@ -386,7 +403,8 @@ pub async fn run(
         if let Some(p) = Percentiles::of(o.flows().reset_delays_ns(), 1e-6) {
             report.reset_delay_ms = p;
         }
-        report.cleanup.ebpf_detached = o.detach();
+        report.ebpf_log_records = o.log_records();
+        report.cleanup.ebpf_detached = o.detach().await;
     } else {
         report.flows_seen = stats.accepted.load(Relaxed);
         report.flows_selected = stats.selected.load(Relaxed);
@@ -454,6 +472,25 @@ fn update_metrics(
         held,
         window_open,
     });
+}
+
+/// Kernel mode: warns, while the window is open, about selected flows the proxy never got.
+fn warn_lost(lost: &mut LostFlows, observer: Option<&Observer>, stats: &Stats) {
+    let Some(c) = observer.and_then(|o| o.counters().ok()) else {
+        return;
+    };
+    let accepted = stats.accepted.load(Relaxed);
+    if let Some(n) = lost.observe(std::time::Instant::now(), c.flows_selected, accepted) {
+        warn!(
+            lost = n,
+            selected = c.flows_selected,
+            accepted,
+            "lost flows: the kernel selected flows more than {} s ago that the proxy never \
+             accepted; something between the nftables rule and the proxy drops them (a guest \
+             firewall?); run `reset-agent preflight` with the same settings",
+            crate::lost::GRACE.as_secs()
+        );
+    }
 }
 
 fn fill_from_stats(report: &mut Report, stats: &Stats) {
@@ -530,6 +567,20 @@ fn spawn_deadline(cfg: &Config) {
 }
 
 fn seed() -> u64 {
+    random_u64()
+}
+
+/// 64 random bits from the kernel (the selection key must not be guessable from the outside,
+/// or a caller could pick ports that are never reset). Falls back to time and pid.
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b);
+    }
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -1,14 +1,15 @@
 //! reset-agent: the in-guest half of reset-peer.
 //!
-//! Owns everything that happens inside one Linux host: the nftables redirect (`nft`), the eBPF
-//! selector/observer (`ebpf`), the resetting proxy (`proxy`), the window lifecycle
+//! Owns everything that happens inside one Linux host: the nftables steering rule (`nft`), the
+//! eBPF selector/observer (`ebpf`), the resetting proxy (`proxy`), the window lifecycle
 //! (`lifecycle`) and the report. Must not: shell out to nft/tc/ip, talk to vCenter, or keep
-//! anything on the host after it exits. No unsafe code: nf_tables netlink is spoken in Rust over
-//! nix's safe socket calls, and aya owns the BPF syscalls.
+//! anything on the host after it exits. Unsafe code lives only in `nft/ext.rs` (what nftnl's
+//! extension traits need); aya owns the BPF syscalls.
 //!
 //! Exit codes: 0 window completed, 1 environment error, 2 usage error, 3 aborted by
-//! SIGINT/SIGTERM (report still written), 4 deadline exceeded.
-#![forbid(unsafe_code)]
+//! SIGINT/SIGTERM (report still written), 4 deadline exceeded, 5 window completed but selected
+//! flows never reached the proxy (lost flows; report written).
+#![deny(unsafe_code)]
 
 mod cleanup;
 mod cli;
@@ -17,6 +18,7 @@ mod ebpf;
 mod host;
 mod instance;
 mod lifecycle;
+mod lost;
 mod metrics;
 mod nft;
 mod preflight;
@@ -103,7 +105,17 @@ fn run(
     match rt.block_on(lifecycle::run(cfg, report, metrics)) {
         Ok(outcome) => {
             print!("{}", outcome.report.summary());
-            if outcome.report.aborted { 3 } else { 0 }
+            if outcome.report.aborted {
+                3
+            } else if outcome.report.flows_lost > 0 {
+                eprintln!(
+                    "reset-agent: error: {} selected flows never reached the proxy (see the report's errors)",
+                    outcome.report.flows_lost
+                );
+                5
+            } else {
+                0
+            }
         }
         Err(e) => {
             eprintln!("reset-agent: error: {e:#}");

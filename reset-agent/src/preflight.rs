@@ -80,6 +80,58 @@ pub fn decide(
     }
 }
 
+/// Whether a guest firewall would stop steered connections before the proxy. With tproxy the
+/// packet keeps the service's port, which the firewall must already accept for the service to
+/// work, so only the NAT fallback (destination rewritten to PROXY_PORT) is at risk.
+fn firewall_check(cfg: &Config, tproxy: bool) -> Check {
+    let dropping = nft::dropping_input_chains().unwrap_or_default();
+    let legacy = nft::legacy_iptables_filters();
+    let mut seen = Vec::new();
+    if !dropping.is_empty() {
+        seen.push(format!(
+            "input chains with policy drop: {}",
+            dropping.join(", ")
+        ));
+    }
+    if legacy {
+        seen.push("legacy iptables filter tables (not visible to nftables)".to_owned());
+    }
+    if seen.is_empty() {
+        return check(
+            true,
+            Level::Pass,
+            "guest_firewall",
+            "no input filtering found".into(),
+            "",
+        );
+    }
+    let detail = seen.join("; ");
+    if tproxy {
+        return check(
+            true,
+            Level::Pass,
+            "guest_firewall",
+            format!(
+                "{detail}; tproxy keeps port {}, which the firewall must accept for the service itself",
+                cfg.target_port
+            ),
+            "",
+        );
+    }
+    check(
+        false,
+        Level::Warn,
+        "guest_firewall",
+        detail,
+        &format!(
+            "the NAT fallback rewrites the destination to PROXY_PORT {}: let the guest firewall \
+             accept tcp dport {} on {} for the window (or use a kernel with nft_tproxy), else \
+             selected callers time out and the report counts lost flows",
+            cfg.proxy_port, cfg.proxy_port, cfg.interface
+        ),
+    )
+}
+
 pub fn run(cfg: &Config) -> i32 {
     let mut checks = Vec::new();
     let release = host::kernel_release();
@@ -133,8 +185,22 @@ pub fn run(cfg: &Config) -> i32 {
             .as_ref()
             .map(|t| format!("{} table(s) readable over netlink", t.len()))
             .unwrap_or_else(|e| e.to_string()),
-        "load nf_tables (modprobe nf_tables nft_redir nf_nat) and run as root",
+        "load nf_tables (modprobe nf_tables nft_tproxy) and run as root",
     ));
+    let hints = nft::hints();
+    let steering = match &hints.no_tproxy {
+        None => "tproxy (no NAT, no conntrack; the service port is kept)".to_owned(),
+        Some(why) => format!("NAT redirect to PROXY_PORT ({why})"),
+    };
+    checks.push(check(
+        hints.no_tproxy.is_none(),
+        Level::Warn,
+        "steering",
+        steering,
+        "the NAT fallback engages conntrack for the service's flows and rewrites their \
+         destination port; use a kernel >= 4.19 with nft_tproxy and libnftnl >= 1.1.1",
+    ));
+    checks.push(firewall_check(cfg, hints.no_tproxy.is_none()));
     let bpf = if can_bpf && iface_ok {
         ebpf::probe_load()
     } else {
@@ -177,7 +243,12 @@ pub fn run(cfg: &Config) -> i32 {
         },
         cfg.mode,
     );
-    println!("path: mode {mode}, attachment {attach}, {table} ({why})");
+    let steer = if hints.no_tproxy.is_none() {
+        "steering tproxy"
+    } else {
+        "steering NAT redirect"
+    };
+    println!("path: mode {mode}, attachment {attach}, {table}, {steer} ({why})");
     if checks.iter().any(|c| c.level == Level::Fail) {
         1
     } else {

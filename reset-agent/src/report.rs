@@ -84,8 +84,17 @@ pub struct Report {
     pub upstream_failures: u64,
     pub callers_gone_early: u64,
     pub nft_table_owned: bool,
-    /// Unselected flows were exempted from conntrack (nothing else in the namespace used it).
-    pub unselected_untracked: bool,
+    /// How the rule handed connections to the proxy: "tproxy" (no NAT, no conntrack) or
+    /// "redirect" (NAT fallback for kernels without nft_tproxy).
+    pub steering: Option<crate::nft::Steering>,
+    /// Why the steering or the table kind was not the preferred one.
+    pub steering_fallbacks: Vec<String>,
+    /// Selected flows the kernel could not store (left unselected).
+    pub flows_map_full: u64,
+    /// Selected flows the proxy never accepted (steered but lost, e.g. dropped by a firewall).
+    pub flows_lost: u64,
+    /// Log records the eBPF programs wrote (aya-log; rare events only, never per packet).
+    pub ebpf_log_records: u64,
     pub cleanup: CleanupReport,
     pub errors: Vec<String>,
 }
@@ -124,7 +133,11 @@ impl Report {
             upstream_failures: 0,
             callers_gone_early: 0,
             nft_table_owned: false,
-            unselected_untracked: false,
+            steering: None,
+            steering_fallbacks: Vec::new(),
+            flows_map_full: 0,
+            flows_lost: 0,
+            ebpf_log_records: 0,
             cleanup: CleanupReport::default(),
             errors: Vec::new(),
         }
@@ -143,8 +156,11 @@ impl Report {
                 ));
             }
             if !self.aborted && self.proxy_accepted != self.flows_selected {
+                self.flows_lost = self.flows_selected.saturating_sub(self.proxy_accepted);
                 self.errors.push(format!(
-                    "lost flows: the kernel selected {} flows but the proxy accepted {}",
+                    "lost flows: the kernel selected {} flows but the proxy accepted {}; \
+                     something between the nftables rule and the proxy dropped them (a guest \
+                     firewall?): run `reset-agent preflight` with the same settings",
                     self.flows_selected, self.proxy_accepted
                 ));
             }

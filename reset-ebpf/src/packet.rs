@@ -1,7 +1,9 @@
 //! Header parsing for the tc programs: Ethernet, IPv4 (with options) or IPv6, then TCP.
 //!
-//! Every read goes through `TcContext::load` (bpf_skb_load_bytes), which is bounds-checked by
-//! the kernel and works on non-linear skbs. Returns `Ok(None)` for traffic that is not ours.
+//! Headers are read by direct packet access (`data`..`data_end`, bounds-checked for the
+//! verifier); only when a header is not in the linear part of the skb does a read fall back to
+//! `bpf_skb_load_bytes`, which also works on non-linear skbs. Returns `Ok(None)` for traffic
+//! that is not ours.
 use aya_ebpf::programs::TcContext;
 use reset_common::FlowKey;
 
@@ -11,6 +13,7 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
 const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
 const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
 
 /// Which side of the service port we look at.
@@ -30,12 +33,12 @@ pub struct Segment {
     pub server_port: u16,
     pub seq: u32,
     pub flags: u8,
-    pub payload_len: u32,
 }
 
 impl Segment {
+    /// A SYN that opens a connection (not a SYN-ACK).
     pub fn is_syn(&self) -> bool {
-        self.flags & (TCP_SYN | 0x10) == TCP_SYN
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
     pub fn is_rst(&self) -> bool {
@@ -50,66 +53,73 @@ impl Segment {
             server_port: self.server_port,
         }
     }
+}
 
-    #[inline(always)]
-    pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
-        let ethertype = u16::from_be(ctx.load::<u16>(12).map_err(|_| ())?);
-        let (src, dst, l4, ip_payload_len) = match ethertype {
-            ETH_P_IP => {
-                let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| ())?;
-                let ihl = usize::from(vihl & 0x0f) * 4;
-                if vihl >> 4 != 4 || ihl < 20 {
-                    return Err(());
-                }
-                if ctx.load::<u8>(ETH_HLEN + 9).map_err(|_| ())? != IPPROTO_TCP {
-                    return Ok(None);
-                }
-                // Fragment offset != 0: no TCP header in this packet.
-                let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).map_err(|_| ())?);
-                if frag & 0x1fff != 0 {
-                    return Ok(None);
-                }
-                let total = u32::from(u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).map_err(|_| ())?));
-                let s: [u8; 4] = ctx.load(ETH_HLEN + 12).map_err(|_| ())?;
-                let d: [u8; 4] = ctx.load(ETH_HLEN + 16).map_err(|_| ())?;
-                (
-                    FlowKey::mapped_v4(s),
-                    FlowKey::mapped_v4(d),
-                    ETH_HLEN + ihl,
-                    total.saturating_sub(ihl as u32),
-                )
-            }
-            ETH_P_IPV6 => {
-                // Extension headers before TCP are not followed: such packets are not ours.
-                if ctx.load::<u8>(ETH_HLEN + 6).map_err(|_| ())? != IPPROTO_TCP {
-                    return Ok(None);
-                }
-                let plen = u32::from(u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).map_err(|_| ())?));
-                let s: [u8; 16] = ctx.load(ETH_HLEN + 8).map_err(|_| ())?;
-                let d: [u8; 16] = ctx.load(ETH_HLEN + 24).map_err(|_| ())?;
-                (s, d, ETH_HLEN + 40, plen)
-            }
-            _ => return Ok(None),
-        };
-        let ports: [u8; 4] = ctx.load(l4).map_err(|_| ())?;
-        let sport = u16::from_be_bytes([ports[0], ports[1]]);
-        let dport = u16::from_be_bytes([ports[2], ports[3]]);
-        let (client_addr, server_addr, client_port, server_port) = match dir {
-            Direction::ToPort(p) if dport == p => (src, dst, sport, dport),
-            Direction::FromPort(p) if sport == p => (dst, src, dport, sport),
-            _ => return Ok(None),
-        };
-        let seq = u32::from_be(ctx.load::<u32>(l4 + 4).map_err(|_| ())?);
-        let doff = u32::from(ctx.load::<u8>(l4 + 12).map_err(|_| ())? >> 4) * 4;
-        let flags = ctx.load::<u8>(l4 + 13).map_err(|_| ())? & TCP_FIN_SYN_RST_ACK;
-        Ok(Some(Segment {
-            client_addr,
-            server_addr,
-            client_port,
-            server_port,
-            seq,
-            flags,
-            payload_len: ip_payload_len.saturating_sub(doff),
-        }))
+/// Reads a `T` at `off`: straight from the linear packet data when it is there, else through
+/// the load helper.
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() <= end {
+        // SAFETY: the bounds were checked against data_end just above (the verifier checks the
+        // same), and `read_unaligned` makes no alignment assumption.
+        return Ok(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
     }
+    ctx.load::<T>(off).map_err(|_| ())
+}
+
+/// Reads whole headers, never single bytes: a one-byte bounds check at a variable offset
+/// compiles to `pkt < pkt_end`, which the verifier does not accept as a range.
+#[inline(always)]
+pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
+    let ethertype = u16::from_be(read::<u16>(ctx, 12)?);
+    let (src, dst, l4) = match ethertype {
+        ETH_P_IP => {
+            let ip: [u8; 20] = read(ctx, ETH_HLEN)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 {
+                return Err(());
+            }
+            if ip[9] != IPPROTO_TCP {
+                return Ok(None);
+            }
+            // Fragment offset != 0: no TCP header in this packet.
+            if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+                return Ok(None);
+            }
+            let s = [ip[12], ip[13], ip[14], ip[15]];
+            let d = [ip[16], ip[17], ip[18], ip[19]];
+            (FlowKey::mapped_v4(s), FlowKey::mapped_v4(d), ETH_HLEN + ihl)
+        }
+        ETH_P_IPV6 => {
+            let ip: [u8; 40] = read(ctx, ETH_HLEN)?;
+            // Extension headers before TCP are not followed: such packets are not ours.
+            if ip[6] != IPPROTO_TCP {
+                return Ok(None);
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&ip[8..24]);
+            d.copy_from_slice(&ip[24..40]);
+            (s, d, ETH_HLEN + 40)
+        }
+        _ => return Ok(None),
+    };
+    let tcp: [u8; 20] = read(ctx, l4)?;
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let (client_addr, server_addr, client_port, server_port) = match dir {
+        Direction::ToPort(p) if dport == p => (src, dst, sport, dport),
+        Direction::FromPort(p) if sport == p => (dst, src, dport, sport),
+        _ => return Ok(None),
+    };
+    Ok(Some(Segment {
+        client_addr,
+        server_addr,
+        client_port,
+        server_port,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        flags: tcp[13] & TCP_FIN_SYN_RST_ACK,
+    }))
 }

@@ -1,23 +1,26 @@
-//! The eBPF observer/selector: loads reset-ebpf's tc programs with the run's settings, opens and
-//! closes the window, and reads the kernel's counters and per-flow timestamps.
+//! The eBPF observer/selector: loads reset-ebpf's programs with the run's settings, opens and
+//! closes the window, reads the kernel's counters and per-flow timestamps, and drains the
+//! programs' aya-log records into tracing.
 //!
 //! Attachments are links (TCX on kernels >= 6.6: they die with the process). On older kernels
-//! aya falls back to netlink clsact filters, which `cleanup` removes by program name.
+//! aya falls back to netlink clsact filters, which `cleanup` removes by program name. The
+//! first-byte socket filter sits on the proxy's listeners and goes with them.
+mod log;
 use std::net::{IpAddr, SocketAddr};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType,
+        SchedClassifier, SocketFilter, TcAttachType,
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
 use reset_common::{
-    CTR_COUNT, Control, FLOW_IN_WINDOW, FLOW_SELECTED, FlowKey, FlowState, GLOBAL_MARK,
-    GLOBAL_MARK_ALL, GLOBAL_SELECTION, GLOBAL_TARGET_PORT, GLOBAL_TOXICITY_PPM, MAP_CONTROL,
-    MAP_COUNTERS, MAP_FLOWS, PROG_EGRESS, PROG_INGRESS, SELECTION_EXACT, SELECTION_RANDOM,
-    STATE_OBSERVE, STATE_WINDOW,
+    CTR_COUNT, Control, FLOW_IN_WINDOW, FLOW_SELECTED, FlowKey, FlowState, GLOBAL_HASH_K0,
+    GLOBAL_HASH_K1, GLOBAL_MARK, GLOBAL_SELECTION, GLOBAL_TARGET_PORT, GLOBAL_TOXICITY_PPM,
+    MAP_CONTROL, MAP_COUNTERS, MAP_FLOWS, PROG_EGRESS, PROG_FIRST_BYTE, PROG_INGRESS,
+    SELECTION_EXACT, SELECTION_RANDOM, STATE_OBSERVE, STATE_UNSEEN, STATE_WINDOW,
 };
 
 use crate::config::Selection;
@@ -50,8 +53,8 @@ pub struct Globals {
     pub toxicity_ppm: u32,
     pub selection: Selection,
     pub mark: u32,
-    /// Mark every packet of a selected flow (see `GLOBAL_MARK_ALL`).
-    pub mark_all: bool,
+    /// The run's SipHash key for `random` selection (fresh per run).
+    pub hash_key: (u64, u64),
 }
 
 /// Kernel counters, summed over CPUs.
@@ -64,6 +67,8 @@ pub struct Counters {
     pub resets_other: u64,
     pub syns_outside_window: u64,
     pub unparsed: u64,
+    /// Selected flows the kernel could not store (left unselected; logged by the program).
+    pub map_full: u64,
 }
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -71,6 +76,7 @@ pub struct Observer {
     ebpf: Ebpf,
     interface: String,
     flows: FlowTable,
+    logs: Option<log::Drain>,
 }
 
 /// A shareable handle on the flow map, for the proxy's confirmation lookups.
@@ -114,8 +120,14 @@ pub fn flow_key(client: SocketAddr, server: SocketAddr) -> FlowKey {
 }
 
 impl Observer {
-    /// Loads and attaches both programs in the observe state (window closed).
-    pub fn attach(interface: &str, globals: Globals) -> Result<Observer, EbpfError> {
+    /// Loads and attaches the programs in the observe state (window closed): the tc programs on
+    /// `interface`, the first-byte filter on the proxy's `listeners`. Must run inside the tokio
+    /// runtime (the log drain is a task).
+    pub fn attach(
+        interface: &str,
+        globals: Globals,
+        listeners: &[std::net::TcpListener],
+    ) -> Result<Observer, EbpfError> {
         if OBJECT.is_empty() {
             return Err(EbpfError::NoObject);
         }
@@ -123,15 +135,19 @@ impl Observer {
             Selection::Random => SELECTION_RANDOM,
             Selection::Exact => SELECTION_EXACT,
         };
-        let mark_all = u32::from(globals.mark_all);
+        let level = log::level_for_ebpf();
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_TARGET_PORT, &globals.target_port, true)
             .override_global(GLOBAL_TOXICITY_PPM, &globals.toxicity_ppm, true)
             .override_global(GLOBAL_SELECTION, &selection, true)
             .override_global(GLOBAL_MARK, &globals.mark, true)
-            .override_global(GLOBAL_MARK_ALL, &mark_all, true)
+            .override_global(GLOBAL_HASH_K0, &globals.hash_key.0, true)
+            .override_global(GLOBAL_HASH_K1, &globals.hash_key.1, true)
+            .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .map_err(EbpfError::Load)?;
+        // The drain starts before the programs run, so their first record is not missed.
+        let logs = log::Drain::start(&mut ebpf);
         for (name, attach_type) in [
             (PROG_INGRESS, TcAttachType::Ingress),
             (PROG_EGRESS, TcAttachType::Egress),
@@ -160,6 +176,22 @@ impl Observer {
                 prog.attach(interface, attach_type).map_err(err)?;
             }
         }
+        let err = |source| EbpfError::Program {
+            program: PROG_FIRST_BYTE,
+            source,
+        };
+        let filter: &mut SocketFilter = ebpf
+            .program_mut(PROG_FIRST_BYTE)
+            .ok_or(EbpfError::Program {
+                program: PROG_FIRST_BYTE,
+                source: aya::programs::ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(err)?;
+        filter.load().map_err(err)?;
+        for listener in listeners {
+            filter.attach(listener).map_err(err)?;
+        }
         let flows_map = ebpf.take_map(MAP_FLOWS).ok_or(EbpfError::Map(
             MAP_FLOWS,
             aya::maps::MapError::InvalidName {
@@ -171,7 +203,13 @@ impl Observer {
             ebpf,
             interface: interface.to_owned(),
             flows: FlowTable(std::sync::Arc::new(flows)),
+            logs,
         })
+    }
+
+    /// How many aya-log records the programs wrote so far (rare events only).
+    pub fn log_records(&self) -> u64 {
+        self.logs.as_ref().map_or(0, log::Drain::records)
     }
 
     /// Opens (true) or closes (false) the selection window.
@@ -190,7 +228,7 @@ impl Observer {
                 0,
                 Control {
                     state,
-                    _reserved: 0,
+                    logged: STATE_UNSEEN,
                 },
                 0,
             )
@@ -225,12 +263,17 @@ impl Observer {
             resets_other: sums[reset_common::CTR_RESETS_OTHER as usize],
             syns_outside_window: sums[reset_common::CTR_SYNS_OUTSIDE_WINDOW as usize],
             unparsed: sums[reset_common::CTR_UNPARSED as usize],
+            map_full: sums[reset_common::CTR_MAP_FULL as usize],
         })
     }
 
-    /// Detaches both programs (by dropping them) and checks none of ours is still attached.
-    pub fn detach(self) -> bool {
+    /// Detaches the programs (by dropping them) and checks none of ours is still attached.
+    /// The programs' last log records are drained first.
+    pub async fn detach(self) -> bool {
         let interface = self.interface.clone();
+        if let Some(logs) = self.logs {
+            logs.stop().await;
+        }
         drop(self.flows);
         drop(self.ebpf);
         attached_programs(&interface).is_empty()
@@ -275,7 +318,7 @@ pub fn remove_stale_filters(interface: &str) -> usize {
     removed
 }
 
-/// Loads and verifies both programs without attaching them (preflight).
+/// Loads and verifies the programs without attaching them (preflight).
 pub fn probe_load() -> Result<(), String> {
     if OBJECT.is_empty() {
         return Err(EbpfError::NoObject.to_string());
@@ -291,5 +334,13 @@ pub fn probe_load() -> Result<(), String> {
             .map_err(|e| format!("{e:#}"))?;
         prog.load().map_err(|e| format!("{name}: {e:#}"))?;
     }
+    let filter: &mut SocketFilter = ebpf
+        .program_mut(PROG_FIRST_BYTE)
+        .ok_or_else(|| format!("program {PROG_FIRST_BYTE} missing"))?
+        .try_into()
+        .map_err(|e| format!("{e:#}"))?;
+    filter
+        .load()
+        .map_err(|e| format!("{PROG_FIRST_BYTE}: {e:#}"))?;
     Ok(())
 }

@@ -1,78 +1,51 @@
-//! nftables: the redirect that sends selected connections to the proxy.
+//! nftables: the rule that steers selected connections to the proxy.
 //!
-//! Owns the one table `inet reset_peer`, built and removed in single batches over netfilter
-//! netlink in pure Rust (`wire` encodes and parses messages, `expr` the expressions, `netlink`
-//! talks to the kernel; never by running `nft`, no libnftnl), every ack checked, the table read
-//! back after creation.
-//! The table carries NFT_TABLE_F_OWNER, so it belongs to the socket held in `Redirect` and the
-//! kernel deletes it if the agent dies. Only this module touches netfilter netlink.
-mod expr;
-mod netlink;
+//! Owns the one table `inet reset_peer`, built by nftnl and sent over mnl in one batch per
+//! change (never by running `nft`), every ack checked, the table and its chain read back after
+//! creation. The table carries NFT_TABLE_F_OWNER, so it belongs to the socket held in
+//! `Redirect` and the kernel deletes it if the agent dies. Only this module touches netfilter
+//! netlink; `ext` holds the little unsafe code that nftnl's extension traits need.
+//!
+//! Steering is nftables TPROXY by default: the packet keeps its destination (a local address and
+//! the service's port), so no NAT, no conntrack, and a guest firewall's input chain sees the
+//! service port it already accepts. Kernels without nft_tproxy (< 4.19) get the NAT `redirect`
+//! fallback.
+mod ext;
+mod io;
+mod plan;
 #[cfg(test)]
 mod tests;
-mod wire;
 
-use std::{ffi::CString, io};
+use std::io as stdio;
 
-use expr::{Expr, MetaKey, PortField, ifname};
-use netlink::Socket;
-use wire::{Attrs, Batch, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, Reply};
+use nftnl::{ProtoFamily, nftnl_sys::libc};
 
-/// The table every run uses; `nft list table inet reset_peer` shows it during a window.
-pub const TABLE_NAME: &str = "reset_peer";
-const CHAIN_NAME: &str = "prerouting";
-const RAW_IN: &str = "untrack_in";
-const RAW_OUT: &str = "untrack_out";
-/// Before conntrack (-200): the raw priority.
-const RAW_PRIORITY: i32 = -300;
-/// Just before the usual dstnat priority (-100), so our redirect wins over service DNAT.
-const CHAIN_PRIORITY: i32 = -110;
-/// Compared against by the drain-time keep-alive rule; any value works, the rule has no effect.
-const KEEPALIVE_CT_MARK: u32 = 0x7273_7470;
+use ext::NFT_TABLE_F_OWNER;
+pub use ext::{ChainInfo, TableInfo};
+use io::Netlink;
+pub use plan::{RedirectSpec, TABLE_NAME};
 
-/// NFT_TABLE_F_OWNER (kernel >= 5.12): the table belongs to the netlink socket that created it
-/// and is deleted by the kernel when that socket closes.
-const NFT_TABLE_F_OWNER: u32 = 0x2;
-/// NFPROTO_INET: IPv4 and IPv6 in one table.
-const NFPROTO_INET: u8 = 1;
-const NF_INET_PRE_ROUTING: u32 = 0;
-const NF_INET_LOCAL_OUT: u32 = 3;
-const IPPROTO_TCP: u8 = 6;
-
-// enum nf_tables_msg_types (linux/netfilter/nf_tables.h)
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-// enum nft_table_attributes
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_FLAGS: u16 = 2;
-const NFTA_TABLE_USE: u16 = 3;
-// enum nft_chain_attributes, nft_hook_attributes
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-// enum nft_rule_attributes
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
+/// How the rule hands a connection to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// `tproxy to :PROXY_PORT` in a prerouting filter chain: no NAT, no conntrack.
+    Tproxy,
+    /// `redirect to :PROXY_PORT` in a nat chain (conntrack): kernels without nft_tproxy.
+    Redirect,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error(
         "cannot open a netfilter netlink socket: {0}; is nf_tables available (modprobe nf_tables)?"
     )]
-    Socket(#[source] io::Error),
+    Socket(#[source] stdio::Error),
     #[error("the kernel refused the nftables change ({what}): {source}")]
     Rejected {
         what: &'static str,
         #[source]
-        source: io::Error,
+        source: stdio::Error,
     },
     #[error(
         "table inet {TABLE_NAME} already exists and belongs to a running process: another reset-peer run is active in this network namespace; wait for it or stop it"
@@ -82,316 +55,259 @@ pub enum NftError {
     ReadBack(&'static str),
 }
 
-/// What to redirect.
-#[derive(Debug, Clone)]
-pub struct RedirectSpec {
-    pub interface: String,
-    pub target_port: u16,
-    pub proxy_port: u16,
-    /// Kernel mode: only packets with this mark (set by the tc program on selected SYNs).
-    /// Userspace mode: `None`, all target traffic.
-    pub mark: Option<u32>,
-    /// Kernel mode only, and only when nothing else in the namespace uses conntrack: exempt
-    /// unselected flows (unmarked packets) from conntrack, so the nat chain costs them
-    /// nothing. Requires the tc program to mark every packet of a selected flow.
-    pub untrack_unselected: bool,
-}
-
-/// A table as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableInfo {
-    pub name: CString,
-    pub family: u32,
-    pub flags: u32,
-    /// Number of objects (chains, sets) in the table.
-    pub use_count: u32,
-}
-
-impl TableInfo {
-    fn is_ours(&self) -> bool {
-        self.name.as_bytes() == TABLE_NAME.as_bytes() && self.family == u32::from(NFPROTO_INET)
-    }
-}
-
-/// A live redirect. Dropping it closes the socket, and the kernel removes an owned table.
+/// A live steering rule. Dropping it closes the socket, and the kernel removes an owned table.
 pub struct Redirect {
-    socket: Socket,
+    nl: Netlink,
     /// False on kernels < 5.12, where the table is a normal one (removed by cleanup).
     pub owned: bool,
+    pub steering: Steering,
+    /// Why the steering or the table kind is not the preferred one, if it is not.
+    pub fallbacks: Vec<String>,
+}
+
+/// Errors that mean "this kernel lacks the feature", so a fallback may work: EOPNOTSUPP (owner
+/// flag, tproxy in this family), ENOENT (expression module missing), EPROTONOSUPPORT.
+fn unsupported(e: &NftError) -> bool {
+    matches!(e, NftError::Rejected { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOENT | libc::EPROTONOSUPPORT)))
 }
 
 impl Redirect {
-    /// Creates the table, chain and rule in one batch, then reads the table back.
-    pub fn install(spec: &RedirectSpec) -> Result<Redirect, NftError> {
-        let socket = Socket::open().map_err(NftError::Socket)?;
-        let mut this = Redirect {
-            socket,
-            owned: crate::host::has_owner_tables(),
-        };
-        let flags = if this.owned { NFT_TABLE_F_OWNER } else { 0 };
-        let plan = build(spec, flags, this.socket.next_seq());
-        match this.apply(plan, "create table") {
-            Ok(()) => {}
-            Err(NftError::Rejected { source, .. })
-                if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-            {
-                // Kernel without owner tables: fall back to a plain table.
-                this.owned = false;
-                let plan = build(spec, 0, this.socket.next_seq());
-                this.apply(plan, "create table")?;
-            }
-            Err(NftError::Rejected { source, .. })
-                if source.raw_os_error() == Some(libc::EPERM) =>
-            {
-                return Err(NftError::Busy);
-            }
-            Err(e) => return Err(e),
+    /// Creates the table, chain and rule in one batch, then reads them back. Tries TPROXY with
+    /// an owner table first and falls back (plain table, then NAT redirect) only when the
+    /// kernel says it lacks the feature; `hints` rules out what the host is known to lack.
+    pub fn install(spec: &RedirectSpec, hints: Hints) -> Result<Redirect, NftError> {
+        let mut nl = Netlink::open().map_err(NftError::Socket)?;
+        let mut fallbacks = Vec::new();
+        let mut steerings = vec![Steering::Tproxy, Steering::Redirect];
+        if let Some(why) = hints.no_tproxy {
+            fallbacks.push(format!("steering by NAT redirect: {why}"));
+            steerings.retain(|s| *s != Steering::Tproxy);
         }
-        let tables = list_tables_on(&mut this.socket)?;
+        let mut owner = vec![true, false];
+        if let Some(why) = hints.no_owner {
+            fallbacks.push(format!("plain table: {why}"));
+            owner.retain(|o| !o);
+        }
+        let mut last = None;
+        for steering in steerings {
+            for &owned in &owner {
+                let flags = if owned { NFT_TABLE_F_OWNER } else { 0 };
+                match apply(
+                    &mut nl,
+                    &plan::install(spec, steering, flags),
+                    "create table",
+                ) {
+                    Ok(()) => {
+                        let this = Redirect {
+                            nl,
+                            owned,
+                            steering,
+                            fallbacks,
+                        };
+                        return this.read_back();
+                    }
+                    Err(NftError::Rejected { source, .. })
+                        if source.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        return Err(NftError::Busy);
+                    }
+                    Err(e) if unsupported(&e) => {
+                        let table = if owned {
+                            "an owner table"
+                        } else {
+                            "a plain table"
+                        };
+                        fallbacks.push(format!("{steering:?} with {table} refused: {e}"));
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(last.unwrap_or(NftError::ReadBack("no steering could be installed")))
+    }
+
+    fn read_back(mut self) -> Result<Redirect, NftError> {
+        let tables = list_tables_on(&mut self.nl)?;
         let ours = tables
             .iter()
-            .find(|t| t.is_ours())
+            .find(|t| is_ours(t))
             .ok_or(NftError::ReadBack("the table is not listed after creation"))?;
-        if this.owned && ours.flags & NFT_TABLE_F_OWNER == 0 {
+        if self.owned && ours.flags & NFT_TABLE_F_OWNER == 0 {
             return Err(NftError::ReadBack("the table lacks the owner flag"));
         }
         if ours.use_count < 1 {
             return Err(NftError::ReadBack("the table has no chain"));
         }
-        Ok(this)
+        let chains = list_chains_on(&mut self.nl)?;
+        let (kind, priority) = match self.steering {
+            Steering::Tproxy => ("filter", -150),
+            Steering::Redirect => ("nat", -110),
+        };
+        let chain_ok = chains.iter().any(|c| {
+            c.table == TABLE_NAME
+                && c.name == plan::CHAIN_NAME
+                && c.hook == libc::NF_INET_PRE_ROUTING as u32
+                && c.kind == kind
+                && c.priority == priority
+        });
+        if !chain_ok {
+            return Err(NftError::ReadBack(
+                "the prerouting chain is not listed as created",
+            ));
+        }
+        Ok(self)
     }
 
-    /// Stops redirecting new connections while connections already redirected keep their NAT.
-    ///
-    /// Held connections must still be translated when the proxy resets them, or the RST leaves
-    /// from PROXY_PORT and the caller never sees it. Translation needs the nat chain and
-    /// conntrack; conntrack hooks are only registered while some expression holds a reference
-    /// (the `redir` does), so deleting the last redirect would unregister them. Hence one batch:
-    /// flush the chain and add a match-only `ct mark == MARK` rule (no statement, no effect)
-    /// whose reference is taken before the redirect's is dropped. `remove` deletes it all.
-    pub fn stop_redirecting(&mut self) -> Result<(), NftError> {
-        let plan = stop_plan(self.socket.next_seq());
-        self.apply(plan, "stop redirecting")
+    /// Stops steering new connections; connections already steered keep working until they
+    /// are reset (see `plan::stop_steering`).
+    pub fn stop_steering(&mut self) -> Result<(), NftError> {
+        apply(
+            &mut self.nl,
+            &plan::stop_steering(self.steering),
+            "stop steering",
+        )
     }
 
     /// Deletes the table through the owning socket and checks it is gone.
     pub fn remove(mut self) -> Result<(), NftError> {
-        let mut batch = Batch::new(self.socket.next_seq());
-        table_msg(&mut batch, NFT_MSG_DELTABLE, 0);
-        self.apply(batch, "delete table")?;
-        if table_exists_on(&mut self.socket)? {
+        apply(&mut self.nl, &plan::remove(), "delete table")?;
+        if list_tables_on(&mut self.nl)?.iter().any(is_ours) {
             return Err(NftError::ReadBack(
                 "the table is still listed after deletion",
             ));
         }
         Ok(())
     }
-
-    fn apply(&mut self, batch: Batch, what: &'static str) -> Result<(), NftError> {
-        self.socket
-            .apply(batch)
-            .map_err(|source| NftError::Rejected { what, source })
-    }
 }
 
-/// The plan for one redirect: table, nat prerouting chain, one rule (and the raw chains that
-/// exempt unselected flows from conntrack, when asked).
-fn build(spec: &RedirectSpec, table_flags: u32, seq: u32) -> Batch {
-    let mut batch = Batch::new(seq);
-    table_msg(&mut batch, NFT_MSG_NEWTABLE, table_flags);
-    base_chain(
-        &mut batch,
-        CHAIN_NAME,
-        NF_INET_PRE_ROUTING,
-        CHAIN_PRIORITY,
-        "nat",
-    );
-    let mut redirect = vec![
-        Expr::Meta(MetaKey::IifName),
-        Expr::eq(ifname(&spec.interface)),
-    ];
-    if let Some(mark) = spec.mark {
-        redirect.extend([Expr::Meta(MetaKey::Mark), Expr::eq(mark.to_ne_bytes())]);
-    }
-    redirect.extend(tcp_port(PortField::Dport, spec.target_port));
-    redirect.extend([
-        Expr::Immediate(spec.proxy_port.to_be_bytes().to_vec()),
-        Expr::RedirPortFromReg1,
-    ]);
-    rule(&mut batch, CHAIN_NAME, &redirect);
-
-    // Unselected flows skip conntrack: unmarked packets to the port on the way in, and the
-    // service's packets from the port on the way out (selected flows' replies leave the proxy
-    // from PROXY_PORT and are translated after this hook, so they stay tracked).
-    if let (Some(mark), true) = (spec.mark, spec.untrack_unselected) {
-        let mut untrack_in = vec![
-            Expr::Meta(MetaKey::IifName),
-            Expr::eq(ifname(&spec.interface)),
-            Expr::Meta(MetaKey::Mark),
-            Expr::neq(mark.to_ne_bytes()),
-        ];
-        untrack_in.extend(tcp_port(PortField::Dport, spec.target_port));
-        untrack_in.push(Expr::Notrack);
-        let mut untrack_out = vec![
-            Expr::Meta(MetaKey::OifName),
-            Expr::eq(ifname(&spec.interface)),
-        ];
-        untrack_out.extend(tcp_port(PortField::Sport, spec.target_port));
-        untrack_out.push(Expr::Notrack);
-        base_chain(
-            &mut batch,
-            RAW_IN,
-            NF_INET_PRE_ROUTING,
-            RAW_PRIORITY,
-            "filter",
-        );
-        rule(&mut batch, RAW_IN, &untrack_in);
-        base_chain(
-            &mut batch,
-            RAW_OUT,
-            NF_INET_LOCAL_OUT,
-            RAW_PRIORITY,
-            "filter",
-        );
-        rule(&mut batch, RAW_OUT, &untrack_out);
-    }
-    batch
+/// What the host is known to lack before anything is tried (kernel version, libnftnl version).
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    pub no_tproxy: Option<String>,
+    pub no_owner: Option<String>,
 }
 
-/// `stop_redirecting`'s batch: flush the nat chain, add the match-only conntrack keep-alive.
-fn stop_plan(seq: u32) -> Batch {
-    let mut batch = Batch::new(seq);
-    // A DELRULE without a handle deletes every rule of the chain (`nft flush chain`).
-    batch.add(NFT_MSG_DELRULE, NFPROTO_INET, 0, |a| {
-        a.str(NFTA_RULE_TABLE, TABLE_NAME);
-        a.str(NFTA_RULE_CHAIN, CHAIN_NAME);
-    });
-    let keep_conntrack = [Expr::CtMark, Expr::eq(KEEPALIVE_CT_MARK.to_ne_bytes())];
-    rule(&mut batch, CHAIN_NAME, &keep_conntrack);
-    batch
+/// Whether the libnftnl this agent runs with can build the tproxy expression (>= 1.1.1).
+pub fn libnftnl_has_tproxy() -> bool {
+    ext::libnftnl_knows(c"tproxy")
 }
 
-/// `meta l4proto tcp tcp sport|dport PORT`.
-fn tcp_port(field: PortField, port: u16) -> [Expr; 4] {
-    [
-        Expr::Meta(MetaKey::L4Proto),
-        Expr::eq([IPPROTO_TCP]),
-        Expr::Port(field),
-        Expr::eq(port.to_be_bytes()),
-    ]
-}
-
-/// NEWTABLE or DELTABLE for `inet reset_peer` (a delete ignores the flags).
-fn table_msg(batch: &mut Batch, msg: u16, flags: u32) {
-    batch.add(msg, NFPROTO_INET, 0, |a| {
-        a.str(NFTA_TABLE_NAME, TABLE_NAME);
-        a.be32(NFTA_TABLE_FLAGS, flags);
-    });
-}
-
-/// A base chain (policy accept) of our table on `hook`.
-fn base_chain(batch: &mut Batch, name: &str, hook: u32, priority: i32, kind: &str) {
-    batch.add(NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, |a| {
-        a.str(NFTA_CHAIN_TABLE, TABLE_NAME);
-        a.str(NFTA_CHAIN_NAME, name);
-        a.nest(NFTA_CHAIN_HOOK, |h: &mut Attrs<'_>| {
-            h.be32(NFTA_HOOK_HOOKNUM, hook);
-            h.bytes(NFTA_HOOK_PRIORITY, &priority.to_be_bytes());
-        });
-        a.str(NFTA_CHAIN_TYPE, kind);
-    });
-}
-
-/// A rule appended to `chain` of our table.
-fn rule(batch: &mut Batch, chain: &str, exprs: &[Expr]) {
-    let flags = NLM_F_CREATE | NLM_F_APPEND | NLM_F_EXCL;
-    batch.add(NFT_MSG_NEWRULE, NFPROTO_INET, flags, |a| {
-        a.str(NFTA_RULE_TABLE, TABLE_NAME);
-        a.str(NFTA_RULE_CHAIN, chain);
-        a.nest(NFTA_RULE_EXPRESSIONS, |list| {
-            exprs.iter().for_each(|e| e.encode(list));
-        });
-    });
-}
-
-/// A table from a NEWTABLE dump reply; `None` for a reply without a name.
-fn parse_table(reply: &Reply) -> io::Result<Option<TableInfo>> {
-    let (mut name, mut flags, mut use_count) = (None, 0, 0);
-    for attr in wire::attrs(&reply.attrs) {
-        let (ty, payload) = attr?;
-        match ty {
-            NFTA_TABLE_NAME => name = Some(wire::get_cstring(payload)?),
-            NFTA_TABLE_FLAGS => flags = wire::get_be32(payload)?,
-            NFTA_TABLE_USE => use_count = wire::get_be32(payload)?,
-            _ => {}
-        }
-    }
-    Ok(name.map(|name| TableInfo {
-        name,
-        family: u32::from(reply.family),
-        flags,
-        use_count,
-    }))
-}
-
-/// Whether anything besides us uses conntrack in this network namespace: any other nftables
-/// table (iptables-nft included) or legacy iptables tables. When nothing does, exempting
-/// unselected flows from conntrack cannot change anyone's `ct state` matches.
-pub fn conntrack_used_by_others() -> Result<bool, NftError> {
-    let others = list_tables()?
-        .iter()
-        .any(|t| t.name.as_bytes() != TABLE_NAME.as_bytes());
-    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
-        .iter()
-        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| !s.trim().is_empty()));
-    Ok(others || legacy)
-}
-
-fn list_tables_on(socket: &mut Socket) -> Result<Vec<TableInfo>, NftError> {
-    let read = |source| NftError::Rejected {
-        what: "list tables",
-        source,
+/// What this host lacks, from the kernel version the agent assumes (see `host`) and the
+/// libnftnl it runs with. The kernel still has the last word: `install` falls back on its
+/// refusal too.
+pub fn hints() -> Hints {
+    let kernel = crate::host::kernel_version();
+    let no_tproxy = if !libnftnl_has_tproxy() {
+        Some("this libnftnl is older than 1.1.1 and cannot build the tproxy expression".into())
+    } else {
+        kernel
+            .filter(|v| *v < (4, 19))
+            .map(|(a, b)| format!("kernel {a}.{b} has no nft_tproxy (4.19 or later)"))
     };
-    let replies = socket.dump(NFT_MSG_GETTABLE).map_err(read)?;
-    let mut tables = Vec::with_capacity(replies.len());
-    for reply in &replies {
-        tables.extend(parse_table(reply).map_err(read)?);
+    let no_owner = kernel
+        .filter(|v| *v < (5, 12))
+        .map(|(a, b)| format!("kernel {a}.{b} has no owner tables (5.12 or later)"));
+    Hints {
+        no_tproxy,
+        no_owner,
     }
-    Ok(tables)
 }
 
-fn table_exists_on(socket: &mut Socket) -> Result<bool, NftError> {
-    Ok(list_tables_on(socket)?.iter().any(TableInfo::is_ours))
+fn apply(
+    nl: &mut Netlink,
+    batch: &nftnl::FinalizedBatch,
+    what: &'static str,
+) -> Result<(), NftError> {
+    nl.apply(batch)
+        .map_err(|source| NftError::Rejected { what, source })
+}
+
+fn is_ours(t: &TableInfo) -> bool {
+    t.name.as_bytes() == TABLE_NAME.as_bytes() && t.family == ProtoFamily::Inet as u32
+}
+
+fn list_tables_on(nl: &mut Netlink) -> Result<Vec<TableInfo>, NftError> {
+    nl.dump(libc::NFT_MSG_GETTABLE as u16, ext::table_cb)
+        .map_err(|source| NftError::Rejected {
+            what: "list tables",
+            source,
+        })
+}
+
+fn list_chains_on(nl: &mut Netlink) -> Result<Vec<ChainInfo>, NftError> {
+    nl.dump(libc::NFT_MSG_GETCHAIN as u16, ext::chain_cb)
+        .map_err(|source| NftError::Rejected {
+            what: "list chains",
+            source,
+        })
+}
+
+fn open() -> Result<Netlink, NftError> {
+    Netlink::open().map_err(NftError::Socket)
 }
 
 /// Lists the tables in this network namespace (for cleanup, preflight and tests).
 pub fn list_tables() -> Result<Vec<TableInfo>, NftError> {
-    let mut socket = Socket::open().map_err(NftError::Socket)?;
-    list_tables_on(&mut socket)
+    list_tables_on(&mut open()?)
+}
+
+/// Lists the base chains (those on a hook) in this network namespace.
+pub fn list_base_chains() -> Result<Vec<ChainInfo>, NftError> {
+    list_chains_on(&mut open()?)
 }
 
 /// Whether `inet reset_peer` exists in this network namespace.
 pub fn table_exists() -> Result<bool, NftError> {
-    let mut socket = Socket::open().map_err(NftError::Socket)?;
-    table_exists_on(&mut socket)
+    Ok(list_tables()?.iter().any(is_ours))
 }
 
 /// Removes a leftover (not owned) `inet reset_peer` table. Returns whether one was removed.
 /// An owned table belongs to a live agent and is refused with `Busy`.
 pub fn remove_stale_table() -> Result<bool, NftError> {
-    let mut socket = Socket::open().map_err(NftError::Socket)?;
-    let tables = list_tables_on(&mut socket)?;
-    let Some(t) = tables.iter().find(|t| t.is_ours()) else {
+    let mut nl = open()?;
+    let tables = list_tables_on(&mut nl)?;
+    let Some(t) = tables.iter().find(|t| is_ours(t)) else {
         return Ok(false);
     };
     if t.flags & NFT_TABLE_F_OWNER != 0 {
         return Err(NftError::Busy);
     }
-    let mut batch = Batch::new(socket.next_seq());
-    table_msg(&mut batch, NFT_MSG_DELTABLE, 0);
-    socket.apply(batch).map_err(|source| NftError::Rejected {
-        what: "delete stale table",
-        source,
-    })?;
+    apply(&mut nl, &plan::remove(), "delete stale table")?;
     Ok(true)
+}
+
+/// Input-hook chains of other tables whose policy is drop: a guest firewall (firewalld,
+/// iptables-nft). With TPROXY it sees the service's port (which it must accept for the service
+/// to work at all); with the NAT redirect it sees PROXY_PORT and would drop it.
+pub fn dropping_input_chains() -> Result<Vec<String>, NftError> {
+    Ok(list_base_chains()?
+        .into_iter()
+        .filter(|c| {
+            c.table != TABLE_NAME
+                && c.hook == libc::NF_INET_LOCAL_IN as u32
+                && c.policy == libc::NF_DROP as u32
+        })
+        .map(|c| format!("{} {} {}", family_name(c.family), c.table, c.name))
+        .collect())
+}
+
+/// Legacy (non-nft) iptables filter tables in this namespace, which netlink cannot list.
+pub fn legacy_iptables_filters() -> bool {
+    ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.trim() == "filter")))
+}
+
+fn family_name(family: u32) -> &'static str {
+    match family as i32 {
+        libc::NFPROTO_INET => "inet",
+        libc::NFPROTO_IPV4 => "ip",
+        libc::NFPROTO_IPV6 => "ip6",
+        libc::NFPROTO_BRIDGE => "bridge",
+        libc::NFPROTO_NETDEV => "netdev",
+        libc::NFPROTO_ARP => "arp",
+        _ => "?",
+    }
 }

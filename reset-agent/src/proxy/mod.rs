@@ -99,10 +99,13 @@ impl Stats {
 }
 
 /// Binds the proxy's listeners: 0.0.0.0:port, and [::]:port (v6-only) when IPv6 is enabled.
+/// Both are transparent (IP_TRANSPARENT / IPV6_TRANSPARENT): nftables `tproxy` hands only such
+/// sockets a connection, which then keeps the destination the caller dialled.
 pub fn bind(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::new();
     let v4 = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     v4.set_reuse_address(true)?;
+    v4.set_ip_transparent_v4(true)?;
     v4.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
     v4.listen(4096)?;
     v4.set_nonblocking(true)?;
@@ -111,6 +114,7 @@ pub fn bind(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
         Ok(v6) => {
             v6.set_only_v6(true)?;
             v6.set_reuse_address(true)?;
+            v6.set_ip_transparent_v6(true)?;
             v6.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
             v6.listen(4096)?;
             v6.set_nonblocking(true)?;
@@ -215,15 +219,12 @@ async fn handle(
     reaper: reaper::Reaper,
     phase: watch::Receiver<Phase>,
 ) {
-    let orig = match original_dst(&stream) {
-        Some(o) if o.port() == cfg.target_port => o,
-        other => {
-            // Not redirected by our rule: a direct connection to the proxy port. Refuse it.
-            stats.refused_direct.fetch_add(1, Relaxed);
-            debug!(?other, "refusing a connection that was not redirected");
-            let _ = stream.set_zero_linger();
-            return;
-        }
+    let Some(orig) = original_dst(&stream, cfg.target_port) else {
+        // Not steered by our rule: a direct connection to the proxy port. Refuse it.
+        stats.refused_direct.fetch_add(1, Relaxed);
+        debug!(local = ?stream.local_addr().ok(), "refusing a connection that was not steered to us");
+        let _ = stream.set_zero_linger();
+        return;
     };
     stats.accepted.fetch_add(1, Relaxed);
     let selected = match &verdict {
@@ -262,14 +263,20 @@ async fn handle(
     stats.held.fetch_sub(1, Relaxed);
 }
 
-/// The destination the caller dialled, before our redirect (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST).
-fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    let sock = socket2::SockRef::from(stream);
+/// The destination the caller dialled, if it is the target port. With nftables `tproxy` the
+/// accepted socket's local address is that destination; with the NAT `redirect` fallback it is
+/// conntrack's record (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST). Anything else is a connection
+/// made to PROXY_PORT directly.
+fn original_dst(stream: &TcpStream, target_port: u16) -> Option<SocketAddr> {
     let local = stream.local_addr().ok()?;
+    if local.port() == target_port {
+        return Some(local);
+    }
+    let sock = socket2::SockRef::from(stream);
     let addr = if local.is_ipv4() {
         sock.original_dst_v4()
     } else {
         sock.original_dst_v6()
     };
-    addr.ok()?.as_socket()
+    addr.ok()?.as_socket().filter(|o| o.port() == target_port)
 }

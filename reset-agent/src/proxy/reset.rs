@@ -1,11 +1,11 @@
 //! What a selected connection gets: held, then reset RESET_TIMEOUT after its first request byte.
+//! Also the pass-through for unselected connections in userspace mode.
 //!
 //! The reset is a zero-linger close (never shutdown() first: that would send FIN), so the
 //! caller's next read fails with ECONNRESET, "Connection reset by peer".
 use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     sync::watch,
     time::{Instant, sleep_until},
@@ -18,21 +18,27 @@ use super::{
 };
 use crate::{config::Stream, ebpf::FlowTable};
 
-/// Per-connection buffer. Requests are held, not streamed: small buffers keep 10k held
-/// connections cheap.
-const BUF: usize = 4 * 1024;
+/// Relay chunk for the downstream request. It lives on the poll stack, never across an
+/// `await`, so a held connection carries no buffer of its own.
+const CHUNK: usize = 4 * 1024;
 
 /// What a held connection needs from the proxy.
 pub struct Hold<'a> {
     pub cfg: &'a ProxyConfig,
     pub stats: &'a Stats,
     pub reaper: &'a Reaper,
-    /// Kernel mode: the flow map, for the wire timestamp of the first request byte.
+    /// Kernel mode: the flow map, for the kernel's timestamp of the first request byte.
     pub flows: Option<&'a FlowTable>,
 }
 
+/// Holds a selected connection and resets it RESET_TIMEOUT after its first request byte.
+///
+/// Memory: nothing is buffered here. `upstream` leaves the request in the kernel's receive
+/// queue (the service never sees it); `downstream` copies it to the service through a stack
+/// chunk and leaves the service's answer unread in the kernel (withheld). A zero-linger close
+/// discards both queues.
 pub async fn hold_and_reset(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     orig: SocketAddr,
     hold: &Hold<'_>,
@@ -44,56 +50,37 @@ pub async fn hold_and_reset(
         reaper,
         flows,
     } = *hold;
-    let mut buf = vec![0u8; BUF];
-    // Wait for the first request byte (or abort).
-    let n = tokio::select! {
-        r = client.read(&mut buf) => r,
+    // Wait for the first request byte (or abort). A peek, not `readable()`: tokio may report
+    // a fresh socket readable before any byte arrived, and the kernel's first-byte stamp is
+    // only there once the byte is.
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = client.peek(&mut probe) => if matches!(r, Ok(0) | Err(_)) {
+            stats.caller_gone.fetch_add(1, Relaxed);
+            return;
+        },
         _ = wait_abort(&mut phase) => {
             reset(client, None, stats, None);
             return;
         }
-    };
-    // The request started when its first byte crossed the interface: in kernel mode the tc
-    // program stamped that instant (CLOCK_MONOTONIC, like Instant), so the reset delay is
-    // measured from the wire, not from when this task got to run.
+    }
+    // The request started when its first byte reached TCP: in kernel mode the socket filter
+    // stamped that instant (CLOCK_MONOTONIC, like Instant), so the reset delay is measured from
+    // the kernel's receipt, not from when this task got to run.
     let first_at = flows
         .and_then(|f| f.lookup(peer, orig))
         .and_then(|f| wire_instant(f.first_byte_ns))
         .unwrap_or_else(Instant::now);
-    let n = match n {
-        Ok(0) | Err(_) => {
-            stats.caller_gone.fetch_add(1, Relaxed);
-            return;
-        }
-        Ok(n) => n,
-    };
     let deadline = first_at + cfg.reset_timeout;
     // Hold in tokio until shortly before the deadline; the reaper thread does the exact close.
     let handoff = deadline.checked_sub(HANDOFF).unwrap_or(first_at);
-    let mut upstream = None;
-    if cfg.stream == Stream::Downstream {
-        match TcpStream::connect(orig).await {
-            Ok(mut up) => {
-                let _ = up.set_nodelay(true);
-                if up.write_all(&buf[..n]).await.is_ok() {
-                    upstream = Some(up);
-                } else {
-                    stats.upstream_failures.fetch_add(1, Relaxed);
-                }
-            }
-            Err(e) => {
-                debug!(error = %e, %orig, "service unreachable");
-                stats.upstream_failures.fetch_add(1, Relaxed);
-            }
-        }
-    }
-    // Downstream only: the service's response is read into this and withheld.
-    let mut discard = if upstream.is_some() {
-        vec![0u8; BUF]
-    } else {
-        Vec::new()
+    let mut upstream = match cfg.stream {
+        Stream::Downstream => connect_upstream(orig, stats).await,
+        Stream::Upstream => None,
     };
-    let mut client_open = true;
+    // Downstream: request bytes the service could not take yet (heap only while that lasts).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut client_open = cfg.stream == Stream::Downstream;
     loop {
         tokio::select! {
             _ = sleep_until(handoff) => {
@@ -110,25 +97,30 @@ pub async fn hold_and_reset(
                 return;
             }
             _ = wait_abort(&mut phase) => break,
-            r = client.read(&mut buf), if client_open => match r {
-                Ok(0) => client_open = false, // half-closed: keep it until the reset is due
-                Ok(n) => {
-                    if let Some(up) = upstream.as_mut()
-                        && up.write_all(&buf[..n]).await.is_err()
-                    {
+            r = client.readable(), if client_open && pending.is_empty() && upstream.is_some() => {
+                if r.is_err() {
+                    client_open = false;
+                    continue;
+                }
+                match relay_chunk(&client, upstream.as_ref(), &mut pending) {
+                    Relay::Open => {}
+                    Relay::ClientDone => client_open = false,
+                    Relay::UpstreamFailed => {
                         stats.upstream_failures.fetch_add(1, Relaxed);
                         upstream = None;
                     }
                 }
-                Err(_) => {
-                    stats.caller_gone.fetch_add(1, Relaxed);
-                    return;
-                }
-            },
-            // Downstream: the response is read and withheld.
-            r = read_or_pending(&mut upstream, &mut discard) => {
-                if matches!(r, Ok(0) | Err(_)) {
-                    upstream = None;
+            }
+            r = writable_or_pending(upstream.as_ref()), if !pending.is_empty() => {
+                let up = upstream.as_ref().filter(|_| r.is_ok());
+                match up.map(|u| u.try_write(&pending)) {
+                    Some(Ok(n)) => { pending.drain(..n); }
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        stats.upstream_failures.fetch_add(1, Relaxed);
+                        upstream = None;
+                        pending = Vec::new();
+                    }
                 }
             }
         }
@@ -136,26 +128,74 @@ pub async fn hold_and_reset(
     reset(client, upstream, stats, Some(first_at));
 }
 
+async fn connect_upstream(orig: SocketAddr, stats: &Stats) -> Option<TcpStream> {
+    match TcpStream::connect(orig).await {
+        Ok(up) => {
+            let _ = up.set_nodelay(true);
+            Some(up)
+        }
+        Err(e) => {
+            debug!(error = %e, %orig, "service unreachable");
+            stats.upstream_failures.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+enum Relay {
+    Open,
+    ClientDone,
+    UpstreamFailed,
+}
+
+/// Moves what the caller sent to the service, without awaiting: the chunk is a stack array of
+/// this call only. What the service cannot take now goes to `pending`.
+fn relay_chunk(client: &TcpStream, upstream: Option<&TcpStream>, pending: &mut Vec<u8>) -> Relay {
+    let mut chunk = [0u8; CHUNK];
+    let n = match client.try_read(&mut chunk) {
+        Ok(0) => return Relay::ClientDone, // half-closed: keep it until the reset is due
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Relay::Open,
+        Err(_) => return Relay::ClientDone,
+    };
+    let Some(up) = upstream else {
+        return Relay::Open;
+    };
+    match up.try_write(&chunk[..n]) {
+        Ok(w) => {
+            pending.extend_from_slice(&chunk[w..n]);
+            Relay::Open
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            pending.extend_from_slice(&chunk[..n]);
+            Relay::Open
+        }
+        Err(_) => Relay::UpstreamFailed,
+    }
+}
+
+async fn writable_or_pending(up: Option<&TcpStream>) -> std::io::Result<()> {
+    match up {
+        Some(s) => s.writable().await,
+        None => Err(std::io::ErrorKind::NotConnected.into()),
+    }
+}
+
 /// Converts a CLOCK_MONOTONIC timestamp (ns) into an Instant, if it is recent.
 fn wire_instant(mono_ns: u64) -> Option<Instant> {
     if mono_ns == 0 {
         return None;
     }
-    let now = Instant::now();
+    // Read the raw clock first and Instant second: any delay between the two reads makes the
+    // age look smaller, so the deadline errs late, never early.
     let now_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let now = Instant::now();
     let now_ns = u64::try_from(now_ns.tv_sec()).ok()? * 1_000_000_000
         + u64::try_from(now_ns.tv_nsec()).ok()?;
     let age = std::time::Duration::from_nanos(now_ns.checked_sub(mono_ns)?);
     (age < std::time::Duration::from_secs(1))
         .then(|| now.checked_sub(age))
         .flatten()
-}
-
-async fn read_or_pending(up: &mut Option<TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match up {
-        Some(s) => s.read(buf).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn wait_abort(phase: &mut watch::Receiver<Phase>) {

@@ -15,12 +15,17 @@ mod llvm;
 
 pub use fresh::prove_fresh;
 
-/// Debian packages: lab (iproute2, nftables, bpftool: tests inspect with them), callers and
-/// peers (curl, wrk, haproxy), the govmomi simulator (golang), pyvmomi (python3-pip). The build
-/// needs no C library: the agent speaks nf_tables netlink in Rust, and its static musl build
-/// (`dist`) uses the C runtime that ships with Rust's musl target.
+/// Debian packages: the agent's build (libnftnl and libmnl for the nftnl and mnl crates, found
+/// through pkg-config), lab (iproute2, nftables, bpftool, conntrack: tests inspect with them;
+/// iptables for the iptables-nft guest firewall test), callers and peers (curl, wrk, haproxy),
+/// the govmomi simulator (golang), pyvmomi (python3-pip).
 pub const APT_PACKAGES: &[&str] = &[
+    "libnftnl-dev",
+    "libmnl-dev",
+    "pkg-config",
     "nftables",
+    "iptables",
+    "conntrack",
     "iproute2",
     "bpftool",
     "curl",
