@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn check_prerequisites(toolchain: &str) -> anyhow::Result<()> {
-    let fix = "run `cargo xtask setup` (installs the pinned nightly with rust-src, bpf-linker and the musl target)";
+    let fix = "run `cargo xtask setup` (installs the pinned nightly with rust-src, bpf-linker, libnftnl-dev and libmnl-dev)";
     let sysroot = Command::new("rustup")
         .args(["run", toolchain, "rustc", "--print", "sysroot"])
         .env("RUSTUP_AUTO_INSTALL", "0")

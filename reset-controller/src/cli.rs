@@ -94,7 +94,7 @@ pub struct TargetArgs {
     /// File holding the guest password (else VM_PASSWORD is read).
     #[arg(long, env = "VM_PASSWORD_FILE")]
     pub vm_password_file: Option<PathBuf>,
-    /// The reset-agent binary to upload [default: reset-agent beside this program].
+    /// The reset-agent binary to upload [default: the portable agent of `cargo xtask dist`].
     #[arg(long, env = "AGENT")]
     pub agent: Option<PathBuf>,
     /// Seconds after the agent ends before a guest-side janitor deletes the run's guest
@@ -283,9 +283,11 @@ impl TargetArgs {
     pub fn resolve(&self) -> Result<Targets> {
         let agent = match &self.agent {
             Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .context("cannot locate the controller's own executable; pass --agent PATH")?
-                .with_file_name("reset-agent"),
+            None => reset_controller::agent_binary::default_agent(
+                &std::env::current_exe()
+                    .context("cannot locate the controller's own executable; pass --agent PATH")?,
+            )
+            .map_err(|e| config::ConfigError::NoPortableAgent(e.to_string()))?,
         };
         if !agent.is_file() {
             return Err(config::ConfigError::NoAgent(agent.display().to_string()).into());

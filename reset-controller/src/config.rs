@@ -183,6 +183,9 @@ pub enum ConfigError {
         "reset-agent binary {0} not found: build it (cargo build -p reset-agent) or pass --agent PATH"
     )]
     NoAgent(String),
+    /// No portable agent to upload by default.
+    #[error("{0}")]
+    NoPortableAgent(String),
     /// PROBE_URL is malformed.
     #[error(transparent)]
     ProbeUrl(#[from] TargetError),

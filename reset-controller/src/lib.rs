@@ -14,6 +14,7 @@
 //! it is given and the scrapers of its own metrics endpoint.
 #![forbid(unsafe_code)]
 
+pub mod agent_binary;
 pub mod agent_config;
 pub mod config;
 pub mod metrics;

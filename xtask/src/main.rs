@@ -34,7 +34,7 @@ enum Cmd {
         quick: bool,
     },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
-    /// rust-src, bpf-linker, clippy/rustfmt, the musl target, cargo-deny, pyvmomi.
+    /// rust-src, bpf-linker, clippy/rustfmt, zig + cargo-zigbuild, cargo-deny, pyvmomi.
     Setup {
         /// Also build bpf-linker from nothing into a scratch prefix and link the eBPF object
         /// with it (CI runs this every time, so the install branch cannot rot unseen).
@@ -48,7 +48,7 @@ enum Cmd {
     Deny,
     /// Run the libFuzzer targets in tests/fuzz (pinned nightly) for a bounded time each.
     Fuzz(fuzz::FuzzArgs),
-    /// The agent as one static, stripped x86_64 file: <target dir>/dist/reset-agent.
+    /// The agent for guests (glibc >= 2.28, the guest's libnftnl/libmnl): <target dir>/dist/reset-agent.
     Dist,
     /// fmt check, clippy -D warnings, unit tests, privileged end-to-end tests (runs setup first).
     Test {

@@ -124,8 +124,11 @@ pub fn exit_meaning(code: i32) -> &'static str {
         1 => "environment error",
         2 => "usage error",
         3 => "aborted by signal",
-        126 => "not executable",
-        127 => "not found",
+        4 => "its own deadline passed",
+        5 => "selected flows never reached its proxy: lost flows, see its report",
+        126 | 127 => {
+            crate::agent_binary::start_failure_hint(code).unwrap_or("the agent did not start")
+        }
         _ => "unexpected",
     }
 }

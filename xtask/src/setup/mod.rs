@@ -32,6 +32,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "wrk",
     "haproxy",
     "util-linux",
+    "debootstrap",
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "python3",
@@ -58,9 +59,14 @@ pub fn run() -> anyhow::Result<()> {
         rust_components,
     )?;
     step(
-        "musl target",
-        &format!("rustup target add {}", crate::dist::TARGET),
-        rust_targets,
+        "zig (links the portable agent against glibc 2.28)",
+        "python3 -m pip install ziglang",
+        zig,
+    )?;
+    step(
+        "cargo-zigbuild",
+        "cargo install cargo-zigbuild --locked",
+        cargo_zigbuild,
     )?;
     let nightly = nightly()?;
     step(
@@ -75,6 +81,11 @@ pub fn run() -> anyhow::Result<()> {
         cargo_deny,
     )?;
     step("pyvmomi", "python3 -m pip install pyvmomi", pyvmomi)?;
+    step(
+        "Debian 11 userland for the portable-agent test",
+        "cargo xtask setup",
+        debian11_rootfs,
+    )?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
@@ -132,15 +143,52 @@ fn rust_components() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The target of the portable agent (`cargo xtask dist`).
-fn rust_targets() -> anyhow::Result<()> {
-    let installed = sh::output(Command::new("rustup").args(["target", "list", "--installed"]))
-        .unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == crate::dist::TARGET) {
-        eprintln!("setup: rust target {} present", crate::dist::TARGET);
+/// zig, from PyPI's `ziglang` wheel: `cargo xtask dist` links with it against glibc 2.28's
+/// symbol versions (cargo-zigbuild finds it as `python3 -m ziglang`).
+fn zig() -> anyhow::Result<()> {
+    if sh::ok(Command::new("python3").args(["-m", "ziglang", "version"])) {
+        eprintln!("setup: zig (python3 -m ziglang) present");
         return Ok(());
     }
-    sh::run(Command::new("rustup").args(["target", "add", crate::dist::TARGET]))
+    pip_install("ziglang")?;
+    if !sh::ok(Command::new("python3").args(["-m", "ziglang", "version"])) {
+        bail!("ziglang was installed but `python3 -m ziglang version` does not run");
+    }
+    Ok(())
+}
+
+fn cargo_zigbuild() -> anyhow::Result<()> {
+    if sh::ok(Command::new("cargo-zigbuild").arg("--version")) {
+        eprintln!("setup: cargo-zigbuild present");
+        return Ok(());
+    }
+    sh::run(sh::cargo().args(["install", "cargo-zigbuild", "--locked"]))?;
+    if !sh::ok(Command::new("cargo-zigbuild").arg("--version")) {
+        bail!(
+            "cargo-zigbuild was installed but `cargo-zigbuild --version` does not run; is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+/// `pip install`, with Debian's PEP 668 escape hatch when the system python needs it.
+fn pip_install(package: &str) -> anyhow::Result<()> {
+    let base = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        package,
+    ];
+    if sh::ok(Command::new("python3").args(base)) {
+        return Ok(());
+    }
+    sh::run(
+        Command::new("python3")
+            .args(base)
+            .arg("--break-system-packages"),
+    )
 }
 
 fn sysroot(toolchain: &str) -> Option<PathBuf> {
@@ -283,28 +331,42 @@ pub fn cargo_deny() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Debian 11 userland (glibc 2.31, libnftnl 1.1.8): tests/tests/dist.rs runs the portable
+/// agent chrooted into it, as on a guest older than this machine. The marker file is written
+/// last, so an interrupted debootstrap is redone.
+fn debian11_rootfs() -> anyhow::Result<()> {
+    let dir = cache_dir().join("rootfs-debian11");
+    let marker = dir.join(".reset-peer-complete");
+    if marker.exists() {
+        eprintln!("setup: Debian 11 rootfs present ({})", dir.display());
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    sh::run(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=libnftnl11,libmnl0",
+                "bullseye",
+            ])
+            .arg(&dir)
+            .arg("http://deb.debian.org/debian")
+            .stdout(std::process::Stdio::null()),
+    )?;
+    std::fs::write(
+        &marker,
+        "debootstrap bullseye minbase + libnftnl11 libmnl0\n",
+    )
+    .with_context(|| format!("write {}", marker.display()))
+}
+
 fn pyvmomi() -> anyhow::Result<()> {
     if sh::ok(Command::new("python3").args(["-c", "import pyVmomi"])) {
         eprintln!("setup: pyvmomi present");
         return Ok(());
     }
-    let base = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "pyvmomi",
-    ];
-    if sh::ok(Command::new("python3").args(base)) {
-        return Ok(());
-    }
-    // Debian's system python refuses pip installs without this flag (PEP 668).
-    sh::run(
-        Command::new("python3")
-            .args(base)
-            .arg("--break-system-packages"),
-    )
+    pip_install("pyvmomi")
 }
 
 #[cfg(test)]
