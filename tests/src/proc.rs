@@ -257,19 +257,23 @@ pub struct Curl {
 
 /// One curl request from `ns` (`-sS`, so the error text is kept).
 pub fn curl(ns: &Netns, url: &str) -> Curl {
-    let out = ns.output(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "10",
-            "-w",
-            "%{http_code} %{time_total}",
-            url,
-        ],
-    );
+    curl_with(ns, url, &[])
+}
+
+/// As [`curl`], with extra curl options (a later `--max-time` wins over the default 10 s).
+pub fn curl_with(ns: &Netns, url: &str, extra: &[&str]) -> Curl {
+    let mut args = vec![
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "10",
+        "-w",
+        "%{http_code} %{time_total}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = ns.output("curl", &args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut it = text.split_whitespace();
     let http_code = it.next().unwrap_or("").to_owned();
