@@ -29,9 +29,12 @@ struct Cli {
 enum Cmd {
     /// Performance and precision side by side with peers (HAProxy, toxy); writes target/bench/.
     Bench {
-        /// A shorter run (under 5 minutes) for checks.
+        /// A shorter run for checks (shorter wrk and open-loop runs, fewer sizes).
         #[arg(long)]
         quick: bool,
+        /// Pin wrk to CPU 1 and the service to CPU 0 (the agent and the kernel float).
+        #[arg(long)]
+        pin: bool,
     },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
     /// rust-src, bpf-linker, clippy/rustfmt, zig + cargo-zigbuild, cargo-deny, pyvmomi.
@@ -88,9 +91,9 @@ impl Cmd {
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, pin } => {
             setup::run()?;
-            bench::run(quick)
+            bench::run(quick, pin)
         }
         Cmd::Setup { prove_fresh } => {
             setup::run()?;

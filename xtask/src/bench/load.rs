@@ -47,6 +47,8 @@ pub struct Outcome {
     pub ok: u64,
     pub resets: u64,
     pub other: u64,
+    /// `Request`: connect -> complete 200 response, for each answered request.
+    pub ok_us: Vec<u64>,
     /// First request byte -> ECONNRESET, as the caller's clock sees it.
     pub reset_after_us: Vec<u64>,
     /// First request byte -> orderly close (FIN) with no response.
@@ -62,6 +64,7 @@ struct Shared {
     ok: u64,
     resets: u64,
     other: u64,
+    ok_us: Vec<u64>,
     reset_after_us: Vec<u64>,
     closed_after_us: Vec<u64>,
     held: Vec<std::net::TcpStream>,
@@ -124,6 +127,7 @@ async fn drive(plan: Plan) -> Outcome {
         ok: s.ok,
         resets: s.resets,
         other: s.other,
+        ok_us: s.ok_us,
         reset_after_us: s.reset_after_us,
         closed_after_us: s.closed_after_us,
         elapsed,
@@ -134,6 +138,7 @@ async fn drive(plan: Plan) -> Outcome {
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 198.18.0.2\r\nUser-Agent: reset-peer-bench\r\nConnection: close\r\n\r\n";
 
 async fn one(plan: &Plan, shared: &Mutex<Shared>) {
+    let began = Instant::now();
     let stream = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
         Ok(Ok(s)) => s,
         _ => {
@@ -176,6 +181,7 @@ async fn one(plan: &Plan, shared: &Mutex<Shared>) {
             match res {
                 Ok(Ok(buf)) if buf.starts_with(b"HTTP/1.1 200") => {
                     g.ok += 1;
+                    g.ok_us.push(began.elapsed().as_micros() as u64);
                 }
                 Ok(Ok(buf)) if buf.is_empty() => {
                     g.other += 1;

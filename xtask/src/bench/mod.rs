@@ -6,11 +6,18 @@
 //! Must not: generate load outside the lab namespaces (198.18.0.0/15, loopback), run unbounded
 //! loops, leave a namespace or process behind, or write a number it did not measure in this
 //! run (a figure that cannot be measured is reported as skipped, with the reason).
-mod figures;
+mod agent;
+mod delay;
+mod held;
 mod load;
 mod plot;
+mod precision;
 mod procs;
 mod report;
+mod setup;
+mod stats;
+mod throughput;
+mod wrk;
 
 use std::{
     path::{Path, PathBuf},
@@ -21,13 +28,17 @@ use std::{
 use anyhow::Context;
 use reset_tests::lab::Lab;
 
-use figures::{Bench, Setup};
 use procs::Paths;
+use setup::{Bench, Setup};
 
 /// Sizes of one bench run (quick or full).
 pub struct Params {
     pub quick: bool,
-    pub reps: u32,
+    /// Interleaved (direct, setup) pairs per throughput and open-loop figure.
+    pub pairs: u32,
+    /// Pin wrk to CPU 1 and the service to CPU 0.
+    pub pin: bool,
+    pub open_loop_secs: f64,
     pub wrk_secs: f64,
     pub wrk_conns: u32,
     pub reset_timeout_ms: u64,
@@ -43,11 +54,13 @@ pub struct Params {
 }
 
 impl Params {
-    fn new(quick: bool) -> Params {
+    fn new(quick: bool, pin: bool) -> Params {
         Params {
             quick,
-            reps: if quick { 3 } else { 5 },
-            wrk_secs: if quick { 2.0 } else { 4.0 },
+            pairs: 7,
+            pin,
+            open_loop_secs: if quick { 1.5 } else { 3.0 },
+            wrk_secs: if quick { 1.0 } else { 2.0 },
             wrk_conns: 32,
             reset_timeout_ms: 100,
             delay_rates: vec![100.0, 500.0, 2000.0],
@@ -73,9 +86,9 @@ impl Params {
     }
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let p = Params::new(quick);
+    let p = Params::new(quick, pin);
     let target = target_dir()?;
     let out = target.join("bench");
     std::fs::create_dir_all(out.join("tmp"))?;
@@ -123,18 +136,19 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             ));
         }
     }
-    let _service = procs::service(&lab.vm, &paths)?;
+    let _service = procs::service(&lab.vm, &paths, p.pin)?;
     let mut b = Bench {
         lab: &lab,
         paths: &paths,
         p: &p,
-        life: figures::Lifecycle::default(),
+        life: setup::Lifecycle::default(),
         tag: 0,
     };
 
-    let mut setups = vec![Setup::Direct];
+    // Every setup is measured against direct in interleaved pairs (throughput.rs).
+    let mut setups = Vec::new();
     for mode in ["kernel", "userspace"] {
-        for toxicity in [0.0, 50.0, 100.0] {
+        for toxicity in [0.0, 50.0] {
             setups.push(Setup::Agent { mode, toxicity });
         }
     }
@@ -142,9 +156,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let toxy_ok = paths.node_modules.is_some()
         && usable(&mut b, &Setup::Toxy { toxicity: 0.0 }, &mut skipped);
     if toxy_ok {
-        for toxicity in [0.0, 50.0, 100.0] {
-            setups.push(Setup::Toxy { toxicity });
-        }
+        setups.push(Setup::Toxy { toxicity: 0.0 });
     }
     let haproxy_ok = usable(&mut b, &Setup::Haproxy, &mut skipped);
     if !haproxy_ok {
@@ -153,10 +165,44 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
 
     let mut rep = report::Report::new(&p);
     rep.throughput = keep(
-        figures::throughput(&mut b, &setups),
+        throughput::throughput(&mut b, &setups),
         "throughput",
         &mut skipped,
     );
+    // Open loop at half of direct's closed-loop maximum (one connection per request).
+    let direct_max = rep
+        .throughput
+        .iter()
+        .filter(|t| t.load == "close")
+        .map(|t| t.direct_ok_per_s.median)
+        .filter(|v| v.is_finite())
+        .fold(f64::NAN, f64::max);
+    if direct_max.is_finite() {
+        let mut open = vec![
+            Setup::Agent {
+                mode: "kernel",
+                toxicity: 0.0,
+            },
+            Setup::Agent {
+                mode: "kernel",
+                toxicity: 50.0,
+            },
+            Setup::Agent {
+                mode: "userspace",
+                toxicity: 50.0,
+            },
+        ];
+        if haproxy_ok {
+            open.push(Setup::Haproxy);
+        }
+        rep.open_loop = keep(
+            throughput::open_loop(&mut b, &open, (direct_max / 2.0).round()),
+            "open-loop latency",
+            &mut skipped,
+        );
+    } else {
+        skipped.push("open-loop latency: no direct maximum was measured".into());
+    }
     let mut delay_setups = vec![
         Setup::Agent {
             mode: "kernel",
@@ -171,21 +217,21 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         delay_setups.push(Setup::Toxy { toxicity: 100.0 });
     }
     rep.reset_delay = keep(
-        figures::reset_delay(&mut b, &delay_setups),
+        delay::reset_delay(&mut b, &delay_setups),
         "reset delay",
         &mut skipped,
     );
     rep.precision = keep(
-        figures::precision(&mut b),
+        precision::precision(&mut b),
         "selection precision",
         &mut skipped,
     );
     rep.max_rate = keep(
-        figures::max_rate(&mut b),
+        precision::max_rate(&mut b),
         "highest accounted rate",
         &mut skipped,
     );
-    rep.held = keep(figures::held(&mut b), "held connections", &mut skipped);
+    rep.held = keep(held::held(&mut b), "held connections", &mut skipped);
     rep.lifecycle = Some(std::mem::take(&mut b.life));
     drop(b);
     drop(_service);
@@ -220,12 +266,12 @@ fn usable(b: &mut Bench, s: &Setup, skipped: &mut Vec<String>) -> bool {
     let check = || -> anyhow::Result<()> {
         let (bg, port) = match s {
             Setup::Haproxy => (
-                procs::haproxy(&b.lab.vm, b.paths, figures::HAPROXY_PORT)?,
-                figures::HAPROXY_PORT,
+                procs::haproxy(&b.lab.vm, b.paths, setup::HAPROXY_PORT)?,
+                setup::HAPROXY_PORT,
             ),
             Setup::Toxy { .. } => (
-                procs::toxy(&b.lab.vm, b.paths, figures::TOXY_PORT, 0.0, 1)?,
-                figures::TOXY_PORT,
+                procs::toxy(&b.lab.vm, b.paths, setup::TOXY_PORT, 0.0, 1)?,
+                setup::TOXY_PORT,
             ),
             _ => return Ok(()),
         };

@@ -60,7 +60,7 @@ fn throughput(r: &Report, file: &Path) -> anyhow::Result<()> {
     let ymax = r
         .throughput
         .iter()
-        .map(|t| t.ratio)
+        .map(|t| t.ratio.median)
         .filter(|v| v.is_finite())
         .fold(1.1_f64, f64::max)
         * 1.05;
@@ -91,8 +91,10 @@ fn throughput(r: &Report, file: &Path) -> anyhow::Result<()> {
             let mut pts: Vec<(f64, f64)> = r
                 .throughput
                 .iter()
-                .filter(|t| t.load == load && &t.setup.series() == name && t.ratio.is_finite())
-                .map(|t| (t.setup.toxicity(), t.ratio))
+                .filter(|t| {
+                    t.load == load && &t.setup.series() == name && t.ratio.median.is_finite()
+                })
+                .map(|t| (t.setup.toxicity(), t.ratio.median))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if pts.len() == 1 {

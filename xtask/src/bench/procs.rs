@@ -1,5 +1,5 @@
-//! The processes a bench run starts inside the lab namespaces (target service, reset-agent,
-//! HAProxy, toxy, wrk). Each long-lived one is a guard that kills its process on drop;
+//! The long-lived processes a bench run starts inside the lab namespaces (target service,
+//! HAProxy, toxy; reset-agent in agent.rs). Each long-lived one is a guard that kills its process on drop;
 //! readiness is a line the process prints, never a sleep.
 use std::{
     io::{BufRead, BufReader},
@@ -12,7 +12,6 @@ use std::{
 use anyhow::{Context, bail};
 use nix::{sys::signal, unistd::Pid};
 use reset_tests::lab::Netns;
-use serde_json::Value;
 
 /// A background process in a namespace, killed on drop.
 pub struct Bg {
@@ -146,108 +145,28 @@ pub struct Paths {
     pub node_modules: Option<PathBuf>,
 }
 
-pub fn service(vm: &Netns, paths: &Paths) -> anyhow::Result<Bg> {
-    Bg::start(
-        vm,
-        &paths.bin.join("target-service"),
-        &["--port".into(), "80".into()],
-        &[],
-        "listening",
-        Duration::from_secs(10),
-    )
-}
-
-/// reset-agent settings for one run.
-#[derive(Clone, Debug)]
-pub struct AgentArgs {
-    pub mode: &'static str,
-    pub toxicity: f64,
-    pub reset_timeout_ms: u64,
-    pub selection: &'static str,
-}
-
-/// A reset-agent run with its timings and report.
-pub struct Agent {
-    bg: Bg,
-    report_path: PathBuf,
-}
-
-/// What one agent run measured about itself.
-pub struct AgentEnd {
-    pub report: Option<Value>,
-    /// spawn -> "fault active".
-    pub install: Duration,
-    /// SIGTERM -> exit.
-    pub remove: Option<Duration>,
-    pub output: String,
-}
-
-impl Agent {
-    pub fn start(vm: &Netns, paths: &Paths, a: &AgentArgs, tag: &str) -> anyhow::Result<Agent> {
-        let report_path = paths.out.join(format!("tmp/agent-{tag}.json"));
-        let _ = std::fs::remove_file(&report_path);
-        let args: Vec<String> = [
-            "run",
-            "--toxicity",
-            &a.toxicity.to_string(),
-            "--reset-timeout",
-            &a.reset_timeout_ms.to_string(),
-            "--total-chaos-duration",
-            "900",
-            "--selection",
-            a.selection,
-            "--mode",
-            a.mode,
-            "--stream",
-            "downstream",
-            "--proxy-port",
-            "8080",
-            "--target-service-port",
-            "80",
-            "--network-interface",
-            "ens160",
-            "--report",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain([report_path.to_string_lossy().into_owned()])
-        .collect();
-        let bg = Bg::start(
+/// The target service on :80; with `pin`, on CPU 0 only (wrk is then on CPU 1).
+pub fn service(vm: &Netns, paths: &Paths, pin: bool) -> anyhow::Result<Bg> {
+    let exe = paths.bin.join("target-service");
+    let port = ["--port".to_owned(), "80".to_owned()];
+    if pin {
+        let taskset = which("taskset").context("taskset is not installed (util-linux)")?;
+        let mut args = vec![
+            "-c".to_owned(),
+            "0".to_owned(),
+            exe.to_string_lossy().into_owned(),
+        ];
+        args.extend(port);
+        return Bg::start(
             vm,
-            &paths.bin.join("reset-agent"),
+            &taskset,
             &args,
-            &[("RESET_AGENT_LOG", "info")],
-            "fault active",
-            Duration::from_secs(30),
-        )?;
-        Ok(Agent { bg, report_path })
+            &[],
+            "listening",
+            Duration::from_secs(10),
+        );
     }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.bg.pid()
-    }
-
-    /// Aborts the window (SIGTERM: held connections are reset at once) and reads the report.
-    pub fn stop(mut self) -> AgentEnd {
-        let install = self
-            .bg
-            .ready_at
-            .map(|r| r - self.bg.spawned_at)
-            .unwrap_or_default();
-        let sent = Instant::now();
-        let remove = self.bg.terminate(Duration::from_secs(30)).map(|t| t - sent);
-        std::thread::sleep(Duration::from_millis(30));
-        let report = std::fs::read_to_string(&self.report_path)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok());
-        let _ = std::fs::remove_file(&self.report_path);
-        AgentEnd {
-            report,
-            install,
-            remove,
-            output: self.bg.output(),
-        }
-    }
+    Bg::start(vm, &exe, &port, &[], "listening", Duration::from_secs(10))
 }
 
 /// HAProxy in TCP mode on `port`, forwarding to the service on :80 in the same namespace.
@@ -355,130 +274,4 @@ pub fn which(prog: &str) -> Option<PathBuf> {
             .map(|d| d.join(prog))
             .find(|p| p.is_file())
     })
-}
-
-/// One wrk run's result.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Wrk {
-    /// Successful (2xx/3xx) responses per second.
-    pub ok_per_s: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub socket_errors: u64,
-}
-
-/// wrk from the caller namespace: 1 thread, `conns` connections, `secs` seconds.
-pub fn wrk(caller: &Netns, url: &str, conns: u32, secs: f64, close: bool) -> anyhow::Result<Wrk> {
-    let mut cmd = caller.command("wrk");
-    cmd.args([
-        "-t1",
-        &format!("-c{conns}"),
-        &format!("-d{secs}s"),
-        "--timeout",
-        "5s",
-        "--latency",
-    ]);
-    if close {
-        cmd.args(["-H", "Connection: close"]);
-    }
-    let out = cmd
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .context("run wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "wrk failed: {}{}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    parse_wrk(&text).with_context(|| format!("cannot parse wrk output:\n{text}"))
-}
-
-fn wrk_ms(v: &str) -> Option<f64> {
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        _ => return None,
-    })
-}
-
-pub fn parse_wrk(text: &str) -> Option<Wrk> {
-    let (mut requests, mut secs, mut non2xx, mut errors) = (None, None, 0u64, 0u64);
-    let (mut p50, mut p99) = (f64::NAN, f64::NAN);
-    for line in text.lines() {
-        let t = line.trim();
-        let w: Vec<&str> = t.split_whitespace().collect();
-        if t.contains(" requests in ") {
-            requests = w.first().and_then(|n| n.parse::<u64>().ok());
-            secs = w
-                .get(3)
-                .map(|s| s.trim_end_matches(','))
-                .and_then(wrk_ms)
-                .map(|ms| ms / 1000.0);
-        } else if t.starts_with("50%") {
-            p50 = w.get(1).and_then(|v| wrk_ms(v)).unwrap_or(f64::NAN);
-        } else if t.starts_with("99%") {
-            p99 = w.get(1).and_then(|v| wrk_ms(v)).unwrap_or(f64::NAN);
-        } else if let Some(rest) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            non2xx = rest.trim().parse().unwrap_or(0);
-        } else if let Some(rest) = t.strip_prefix("Socket errors:") {
-            errors = rest
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum();
-        }
-    }
-    let (requests, secs) = (requests?, secs?);
-    Some(Wrk {
-        ok_per_s: requests.saturating_sub(non2xx) as f64 / secs,
-        p50_ms: p50,
-        p99_ms: p99,
-        socket_errors: errors,
-    })
-}
-
-/// utime+stime (seconds) and VmHWM (KiB) of a process.
-pub fn cpu_and_hwm(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is index 0, utime 11, stime 12 (man 5 proc: 14, 15).
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let hz = crate::sh::output(std::process::Command::new("getconf").arg("CLK_TCK"))
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some((ticks as f64 / hz, hwm))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk() {
-        let out = "Running 1s test @ http://198.18.0.2:80/\n  1 threads and 32 connections\n  \
-                   Latency Distribution\n     50%  452.00us\n     75%  1.02ms\n     99%    3.10ms\n  \
-                   12000 requests in 1.00s, 1.2MB read\n  Socket errors: connect 0, read 3, write 0, timeout 1\n  \
-                   Non-2xx or 3xx responses: 1000\nRequests/sec:  12000.00\n";
-        let w = parse_wrk(out).expect("parsed");
-        assert!((w.ok_per_s - 11000.0).abs() < 1e-6);
-        assert!((w.p50_ms - 0.452).abs() < 1e-9);
-        assert!((w.p99_ms - 3.1).abs() < 1e-9);
-        assert_eq!(w.socket_errors, 4);
-    }
 }

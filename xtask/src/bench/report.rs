@@ -6,7 +6,12 @@ use serde::Serialize;
 
 use super::{
     Params,
-    figures::{DelayRow, ErrPct, HeldRow, Lifecycle, PrecisionRow, RateRow, ThroughputRow, median},
+    delay::{DelayRow, ErrPct},
+    held::{HELD_GOAL_MIB, HeldRow},
+    precision::{PrecisionRow, RateRow},
+    setup::{Lifecycle, median},
+    stats::{Goal, Paired},
+    throughput::{OpenLoopRow, ThroughputRow},
 };
 
 #[derive(Serialize)]
@@ -23,6 +28,7 @@ pub struct Report {
     pub machine: Machine,
     pub parameters: serde_json::Value,
     pub throughput: Vec<ThroughputRow>,
+    pub open_loop: Vec<OpenLoopRow>,
     pub reset_delay: Vec<DelayRow>,
     pub precision: Vec<PrecisionRow>,
     pub max_rate: Vec<RateRow>,
@@ -48,7 +54,8 @@ impl Report {
                     .to_owned(),
             },
             parameters: serde_json::json!({
-                "wrk": {"threads": 1, "connections": p.wrk_conns, "seconds": p.wrk_secs, "repetitions": p.reps},
+                "wrk": {"threads": 1, "connections": p.wrk_conns, "seconds": p.wrk_secs},
+                "pairs": p.pairs, "pinned": p.pin, "open_loop_seconds": p.open_loop_secs,
                 "reset_timeout_ms": p.reset_timeout_ms,
                 "delay_rates_per_s": p.delay_rates, "delay_seconds_per_rate": p.delay_secs,
                 "precision_toxicity": p.precision_toxicity, "precision_flows": p.precision_flows,
@@ -57,6 +64,7 @@ impl Report {
                 "held_connections": p.held, "held_open_rate_per_s": p.held_rate,
             }),
             throughput: Vec::new(),
+            open_loop: Vec::new(),
             reset_delay: Vec::new(),
             precision: Vec::new(),
             max_rate: Vec::new(),
@@ -87,33 +95,57 @@ fn err3(e: Option<&ErrPct>) -> String {
     )
 }
 
+/// "0.982 [0.975, 0.990] (IQR 0.978-0.987) >= 0.95: met".
+fn paired_cell(p: &Paired) -> String {
+    let goal = match p.goal {
+        Some(Goal::AtLeast(g)) => format!(" >= {g}: **{:?}**", p.verdict).to_lowercase(),
+        Some(Goal::AtMost(g)) => format!(" <= {g}: **{:?}**", p.verdict).to_lowercase(),
+        None => String::new(),
+    };
+    format!(
+        "{} [{}, {}] (IQR {}-{}){goal}",
+        f(p.median, 3),
+        f(p.ci95.0, 3),
+        f(p.ci95.1, 3),
+        f(p.q1, 3),
+        f(p.q3, 3)
+    )
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# reset-peer bench{}\n\n{} CPUs, kernel {}, {:.0} s. Every number below was measured in this run; \
-         medians of {} repeated runs where repeated. Lab: netns VM (ens160, 198.18.0.2) and caller joined by veth, \
-         target-service on :80; load generators run in the caller namespace.\n",
+        "# reset-peer bench{}\n\n{} CPUs, kernel {}, {:.0} s. Every number below was measured in this run. Lab: \
+         netns VM (ens160, 198.18.0.2) and caller joined by veth, target-service on :80; load generators run in \
+         the caller namespace{}.\n",
         if r.quick { " (--quick)" } else { "" },
         r.machine.cpus,
         r.machine.kernel,
         r.duration_s,
-        r.parameters["wrk"]["repetitions"]
+        if r.parameters["pinned"] == true {
+            "; wrk pinned to CPU 1, the service to CPU 0"
+        } else {
+            ""
+        }
     );
 
     let _ = writeln!(
         s,
-        "## Throughput and latency of unselected traffic (wrk, successes only)\n\n\
-         wrk -t1 -c{} for {} s per run. Selected connections get a 1 ms RESET_TIMEOUT (toxy: abort delay 1 ms) so they \
-         release wrk's slots at once; wrk counts only completed 2xx responses, i.e. unselected traffic. At TOXICITY 0 \
-         every flow passes the fault path and none is selected: the pure per-flow overhead. `per unselected share` \
-         divides by the measured unselected share (1 - selected/seen): 1.0 means unselected flows run as fast as direct.\n",
-        r.parameters["wrk"]["connections"], r.parameters["wrk"]["seconds"]
+        "## Unselected traffic against direct (wrk, closed loop, successes only)\n\n\
+         {} interleaved pairs per setup: a direct run and a run with the setup in place, back to back, the order \
+         drawn at random per pair; wrk -t1 -c{} for {} s per run and load. The ratio is the median of the per-pair \
+         ratios, [bootstrap 95% interval of that median] and (interquartile range); a goal is met only when the \
+         whole interval clears it, and is inconclusive when the interval straddles it. Selected connections get a \
+         1 ms RESET_TIMEOUT (toxy: abort delay) so they release wrk's slots at once. At TOXICITY 0 every flow \
+         passes the fault path and none is selected: the pure per-flow overhead. `per unselected share` divides by \
+         the measured unselected share.\n",
+        r.parameters["pairs"], r.parameters["wrk"]["connections"], r.parameters["wrk"]["seconds"]
     );
     for load in ["close", "keepalive"] {
         let _ = writeln!(
             s,
-            "### {}\n\n| setup | ok req/s | ratio to direct | per unselected share | p50 ms | p99 ms | selected % (agent) | socket errors/run |\n|---|---|---|---|---|---|---|---|",
+            "### {}\n\n| setup | ratio to direct | per unselected share | ok req/s (direct) | p99 ms (direct) | selected % (agent) |\n|---|---|---|---|---|---|",
             if load == "close" {
                 "One connection per request (`Connection: close`)"
             } else {
@@ -123,15 +155,43 @@ pub fn markdown(r: &Report) -> String {
         for t in r.throughput.iter().filter(|t| t.load == load) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} ({}) | {} ({}) | {} |",
                 t.label,
-                f(t.ok_per_s.median, 0),
-                f(t.ratio, 3),
+                paired_cell(&t.ratio),
                 opt(t.ratio_per_unselected_share, 3),
-                f(t.p50_ms.median, 3),
+                f(t.ok_per_s.median, 0),
+                f(t.direct_ok_per_s.median, 0),
                 f(t.p99_ms.median, 3),
+                f(t.direct_p99_ms.median, 3),
                 opt(t.achieved_percent, 2),
-                f(t.socket_errors_per_run.median, 0)
+            );
+        }
+        s.push('\n');
+    }
+
+    if let Some(rate) = r.open_loop.first().map(|o| o.rate) {
+        let _ = writeln!(
+            s,
+            "## Unselected latency at a fixed rate (open loop)\n\n\
+             {rate:.0} new connections/s (half of direct's closed-loop maximum), one GET each, {} interleaved pairs \
+             of {} s runs. The p99 latency (connect -> complete response) of the answered, i.e. unselected, requests \
+             against direct's p99 in the same pair.\n\n\
+             | setup | p99 ratio to direct | p99 ms (direct) | p50 ms (direct) | answered | reset | other |\n|---|---|---|---|---|---|---|",
+            r.parameters["pairs"], r.parameters["open_loop_seconds"]
+        );
+        for o in &r.open_loop {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} |",
+                o.label,
+                paired_cell(&o.p99_ratio),
+                f(o.p99_ms.median, 3),
+                f(o.direct_p99_ms.median, 3),
+                f(o.p50_ms.median, 3),
+                f(o.direct_p50_ms.median, 3),
+                o.answered,
+                o.resets,
+                o.failed_other
             );
         }
         s.push('\n');
@@ -228,19 +288,25 @@ pub fn markdown(r: &Report) -> String {
         s,
         "## Agent memory and CPU with selected connections held\n\n\
          TOXICITY 100, RESET_TIMEOUT 600 s, connections opened at the given rate, each sends its request and is held; \
-         sampled 1 s after the last one opened; then SIGTERM (abort resets them all).\n\n\
-         | mode | held (caller) | proxy_accepted | VmHWM before MiB | VmHWM held MiB | CPU s while opening+holding | CPU s total | RSTs observed on abort | SIGTERM -> exit ms |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         sampled 1 s after the last one opened; then SIGTERM (abort resets them all). Goal: VmHWM <= {HELD_GOAL_MIB} MiB \
+         with 10k held.\n\n\
+         | mode | held (caller) | proxy_accepted | VmHWM before MiB | VmHWM held MiB | goal | CPU s while opening+holding | CPU s total | RSTs observed on abort | SIGTERM -> exit ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
     for h in &r.held {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             h.mode,
             h.held_by_caller,
             h.proxy_accepted,
             f(h.agent_vmhwm_before_kib as f64 / 1024.0, 1),
             f(h.agent_vmhwm_kib as f64 / 1024.0, 1),
+            if (h.agent_vmhwm_kib as f64 / 1024.0) <= HELD_GOAL_MIB {
+                "met"
+            } else {
+                "missed"
+            },
             f(h.agent_cpu_s_during, 2),
             f(h.agent_cpu_s_total, 2),
             h.resets_observed_on_abort,
