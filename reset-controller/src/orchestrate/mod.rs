@@ -315,6 +315,7 @@ pub async fn run(
         );
         abort.sleep(ramp).await;
     }
+    let vcenter = session.as_ref().map(Session::report);
     if let Some(s) = session {
         let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
     }
@@ -329,6 +330,7 @@ pub async fn run(
         chaos_interval_s: cfg.chaos_interval.as_secs(),
         vms: runs.into_iter().map(|r| r.report).collect(),
         probe,
+        vcenter,
     }
 }
 
