@@ -17,6 +17,8 @@ pub struct Reply {
     pub new_session: Option<String>,
     /// The session ended.
     pub logged_out: bool,
+    /// The vim25 method called, when the envelope named one.
+    pub method: String,
 }
 
 fn ok(method: &str, inner: &str) -> Reply {
@@ -25,6 +27,7 @@ fn ok(method: &str, inner: &str) -> Reply {
         body: soap::reply(method, inner),
         new_session: None,
         logged_out: false,
+        method: method.to_string(),
     }
 }
 
@@ -34,6 +37,7 @@ fn fault(f: &Fault) -> Reply {
         body: f.envelope(),
         new_session: None,
         logged_out: false,
+        method: String::new(),
     }
 }
 
@@ -57,15 +61,19 @@ pub async fn handle(sim: &Sim, scheme: &str, session: Option<&str>, body: &[u8])
     let authed = session.is_some_and(|s| sim.has_session(s));
     tracing::debug!(method, this = this_id, authed, "call");
     if !authed && !matches!(method, "RetrieveServiceContent" | "Login") {
-        return fault(&faults::not_authenticated(this_kind, this_id));
+        let mut r = fault(&faults::not_authenticated(this_kind, this_id));
+        r.method = method.to_string();
+        return r;
     }
-    match route(sim, scheme, session, method, this_kind, this_id, call).await {
+    let mut reply = match route(sim, scheme, session, method, this_kind, this_id, call).await {
         Ok(r) => r,
         Err(f) => {
             tracing::debug!(method, fault = f.kind, "fault");
             fault(&f)
         }
-    }
+    };
+    reply.method = method.to_string();
+    reply
 }
 
 async fn route(
@@ -80,7 +88,7 @@ async fn route(
     Ok(match method {
         "RetrieveServiceContent" => ok(
             method,
-            &format!("<returnval>{}</returnval>", objects::service_content()),
+            &format!("<returnval>{}</returnval>", objects::service_content(sim)),
         ),
         "Login" => {
             let user = call.text_of("userName").unwrap_or("");

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::profile::Profile;
+use crate::record::{Entry, RequestLog};
 use crate::soap::{Fault, faults};
 
 /// One simulated VM.
@@ -108,6 +110,9 @@ struct Inner {
 pub struct Sim {
     /// Configuration.
     pub cfg: Arc<SimConfig>,
+    /// How it presents itself (product, version document, transfer host).
+    pub profile: Arc<Profile>,
+    log: Option<Arc<RequestLog>>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -126,10 +131,31 @@ impl Sim {
         let procs = crate::process::load(&cfg.tools_dir());
         Self {
             cfg: Arc::new(cfg),
+            profile: Arc::new(Profile::default()),
+            log: None,
             inner: Arc::new(Mutex::new(Inner {
                 procs,
                 ..Inner::default()
             })),
+        }
+    }
+
+    /// Present as `profile` (default: vCenter 8.0.3, transfers at `*`).
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = Arc::new(profile);
+        self
+    }
+
+    /// Write every answered request to `path` (see [`crate::record`]).
+    pub fn with_request_log(mut self, path: &std::path::Path) -> std::io::Result<Self> {
+        self.log = Some(Arc::new(RequestLog::create(path)?));
+        Ok(self)
+    }
+
+    /// Record one answered request, if a request log is kept.
+    pub fn record(&self, e: &Entry<'_>) {
+        if let Some(log) = &self.log {
+            log.write(e);
         }
     }
 
