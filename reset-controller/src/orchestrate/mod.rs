@@ -176,7 +176,9 @@ async fn inject_one(
     login_at: Instant,
     fault_window: &FaultWindow,
 ) -> VmRun {
-    if r.launcher().is_none() {
+    // Not staged, or staging failed after the guest directory was made (its files are
+    // already removed): the row keeps its own error instead of "aborted before injection".
+    if r.launcher().is_none() || r.report.error.is_some() {
         return r;
     }
     let window = cfg.fault.total_chaos_duration;
