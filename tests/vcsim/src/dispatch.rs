@@ -140,14 +140,16 @@ async fn route(
         }
         "RetrievePropertiesEx" => {
             let objs = objects::retrieve(sim, call, "objects")?;
-            if objs.is_empty() {
-                ok(method, "")
-            } else {
-                ok(method, &format!("<returnval>{objs}</returnval>"))
-            }
+            ok(method, &page(sim, objs))
         }
-        "RetrieveProperties" => ok(method, &objects::retrieve(sim, call, "returnval")?),
-        "ContinueRetrievePropertiesEx" => return Err(faults::invalid_argument("token")),
+        "RetrieveProperties" => ok(method, &objects::retrieve(sim, call, "returnval")?.concat()),
+        "ContinueRetrievePropertiesEx" => {
+            let token = call.text_of("token").unwrap_or("");
+            let rest = sim
+                .take_page(token)
+                .ok_or_else(|| faults::invalid_argument("token"))?;
+            ok(method, &page(sim, rest))
+        }
         "Fetch" => ok(method, &objects::fetch(sim, kind, id, call)?),
         m => match guest::manager_of(m) {
             Some(mgr) if mgr == kind => {
@@ -157,6 +159,18 @@ async fn route(
             _ => return Err(faults::method_not_found(&format!("{kind}:{id}"), m)),
         },
     })
+}
+
+/// A RetrieveResult of at most the profile's page size (vCenter pages large results too):
+/// the rest waits behind a token for ContinueRetrievePropertiesEx. No objects, no returnval.
+fn page(sim: &Sim, mut objs: Vec<String>) -> String {
+    if objs.is_empty() {
+        return String::new();
+    }
+    let size = sim.profile.page_size();
+    let token = (objs.len() > size).then(|| sim.add_page(objs.split_off(size)));
+    let token = token.map(|t| leaf("token", &t)).unwrap_or_default();
+    format!("<returnval>{token}{}</returnval>", objs.concat())
 }
 
 /// The session key in a Cookie header (`vmware_soap_session="KEY"`, quotes optional).

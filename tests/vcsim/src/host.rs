@@ -70,7 +70,10 @@ fn licenses(sim: &Sim) -> Val {
         };
         (key.to_string(), name)
     } else {
-        ("vc.standard.instance".to_string(), "VMware vCenter Server 8 Standard")
+        (
+            "vc.standard.instance".to_string(),
+            "VMware vCenter Server 8 Standard",
+        )
     };
     Val::typed(
         "ArrayOfLicenseManagerLicenseInfo",
@@ -99,10 +102,9 @@ pub fn property(sim: &Sim, kind: &str, id: &str, path: &str) -> Option<Val> {
                 "name" => Some(Val::string(
                     esx.map_or("localhost.localdomain", |h| h.name.as_str()),
                 )),
-                "runtime.connectionState" => Some(Val::typed(
-                    "HostSystemConnectionState",
-                    "connected".into(),
-                )),
+                "runtime.connectionState" => {
+                    Some(Val::typed("HostSystemConnectionState", "connected".into()))
+                }
                 "summary.config.sslThumbprint" => esx.map(|h| Val::string(&h.thumbprint)),
                 "config.virtualNicManagerInfo.netConfig" => {
                     esx.map(|h| net_config(&h.addr.ip().to_string()))

@@ -102,6 +102,8 @@ struct Inner {
     views: HashSet<String>,
     transfers: HashMap<String, Transfer>,
     procs: HashMap<(usize, i64), Proc>,
+    /// RetrievePropertiesEx results waiting for ContinueRetrievePropertiesEx, by token.
+    pages: HashMap<String, Vec<String>>,
     counter: u64,
 }
 
@@ -230,6 +232,18 @@ impl Sim {
     /// Take a transfer (single use).
     pub fn take_transfer(&self, tok: &str) -> Option<Transfer> {
         self.lock().transfers.remove(tok)
+    }
+
+    /// Keep the rest of a paged result; returns its token.
+    pub fn add_page(&self, rest: Vec<String>) -> String {
+        let tok = token();
+        self.lock().pages.insert(tok.clone(), rest);
+        tok
+    }
+
+    /// The rest of a paged result (single use).
+    pub fn take_page(&self, tok: &str) -> Option<Vec<String>> {
+        self.lock().pages.remove(tok)
     }
 
     /// Record a started process.

@@ -83,7 +83,11 @@ pub fn service_content(sim: &Sim) -> String {
             leaf("apiVersion", a.api_version),
         ),
         moref("sessionManager", "SessionManager", "SessionManager"),
-        moref("licenseManager", "LicenseManager", product.license_manager()),
+        moref(
+            "licenseManager",
+            "LicenseManager",
+            product.license_manager(),
+        ),
     ];
     if product.guest_operations() {
         out.push(moref(
@@ -216,9 +220,9 @@ fn select(sim: &Sim, os: &Node) -> Result<Vec<(String, String)>, Fault> {
     Ok(out)
 }
 
-/// The `objects`/`returnval` elements for a RetrieveProperties(Ex) request.
-pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<String, Fault> {
-    let mut out = String::new();
+/// The `objects`/`returnval` elements for a RetrieveProperties(Ex) request, one per object.
+pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<Vec<String>, Fault> {
+    let mut out = Vec::new();
     for spec in req.all("specSet") {
         for os in spec.all("objectSet") {
             for (kind, id) in select(sim, os)? {
@@ -244,7 +248,7 @@ pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<String, Fault> {
                         v.encode("val")
                     ));
                 }
-                out.push_str(&format!(
+                out.push(format!(
                     "<{tag}>{}{props}</{tag}>",
                     moref("obj", &kind, &id)
                 ));

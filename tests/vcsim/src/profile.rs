@@ -178,9 +178,23 @@ pub struct Profile {
     pub esxi_license: String,
     /// Transfers go through this "ESXi host" instead of `*`.
     pub esx_host: Option<EsxHost>,
+    /// Objects per RetrievePropertiesEx page (0: [`DEFAULT_PAGE_SIZE`]).
+    pub page_size: usize,
 }
 
+/// Objects per RetrievePropertiesEx page unless set.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
 impl Profile {
+    /// Objects per RetrievePropertiesEx page.
+    pub fn page_size(&self) -> usize {
+        if self.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            self.page_size
+        }
+    }
+
     /// The license edition of an ESXi product (`eval` unless set).
     pub fn esxi_edition(&self) -> &str {
         if self.esxi_license.is_empty() {

@@ -90,7 +90,9 @@ mod tests {
             "<Login><userName>a</userName><password>(redacted)</password></Login>"
         );
         assert_eq!(
-            redact_passwords("<auth><username>root</username><vim:password>x</vim:password></auth><password></password>"),
+            redact_passwords(
+                "<auth><username>root</username><vim:password>x</vim:password></auth><password></password>"
+            ),
             "<auth><username>root</username><vim:password>(redacted)</vim:password></auth><password>(redacted)</password>"
         );
         assert_eq!(redact_passwords("<a>no secrets</a>"), "<a>no secrets</a>");

@@ -186,7 +186,11 @@ async fn versions(State(app): State<App>) -> Response {
 }
 
 async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
-    record(&app, format!("{method} {}", uri.path()), StatusCode::NOT_FOUND);
+    record(
+        &app,
+        format!("{method} {}", uri.path()),
+        StatusCode::NOT_FOUND,
+    );
     (StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 

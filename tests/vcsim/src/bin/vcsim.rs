@@ -68,6 +68,10 @@ struct Args {
     /// With --esx-host: publish a thumbprint that is not the host certificate's.
     #[arg(long, requires = "esx_host")]
     esx_host_wrong_thumbprint: bool,
+    /// Objects per RetrievePropertiesEx page; the rest is served by
+    /// ContinueRetrievePropertiesEx.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    page_size: u16,
     /// Write every answered request here, one JSON object per line (listener, HTTP
     /// method and path, status, SOAPAction, vim25 method, body with passwords replaced).
     #[arg(long, value_name = "FILE")]
@@ -167,6 +171,7 @@ async fn main() -> Result<()> {
         no_versions_doc: args.no_versions_doc,
         esxi_license: args.esxi_license.clone(),
         esx_host: esx.as_ref().map(|(_, _, h)| h.clone()),
+        page_size: usize::from(args.page_size),
     };
     // Without --state-dir the process table is private to this process: remove it on the way out.
     let private = args.state_dir.is_none().then(|| cfg.tools_dir());
@@ -177,11 +182,13 @@ async fn main() -> Result<()> {
             .with_context(|| format!("creating {}", path.display()))?;
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{scheme}://{addr}/sdk")?;
+    // One write: a reader that takes only the first line may close the pipe after it.
+    let mut lines = format!("{scheme}://{addr}/sdk\n");
     if let Some((_, _, h)) = &esx {
-        writeln!(out, "esx-host https://{}/ as {}", h.addr, h.name)?;
+        lines.push_str(&format!("esx-host https://{}/ as {}\n", h.addr, h.name));
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(lines.as_bytes())?;
     out.flush()?;
     drop(out);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
