@@ -5,7 +5,7 @@
 
 use crate::model::Sim;
 use crate::objects::Val;
-use crate::soap::leaf;
+use crate::soap::{leaf, moref};
 
 /// The vmknic the management IP is on.
 const MGMT_KEY: &str = "management.key-vim.host.VirtualNic-vmk0";
@@ -27,37 +27,96 @@ fn candidate(device: &str, key: &str, portgroup: &str, ip: &str) -> String {
     )
 }
 
-/// config.virtualNicManagerInfo.netConfig: a vmotion config (another IP, to be ignored) and
-/// the management config whose selected vmknic has `mgmt_ip`.
-fn net_config(mgmt_ip: &str) -> Val {
+/// The host's VirtualNicManagerNetConfig bodies: a vmotion config (another IP, to be ignored)
+/// and the management config whose selected vmknic has `mgmt_ip`.
+fn net_configs(mgmt_ip: &str) -> [String; 2] {
     let config = |nic_type: &str, vnics: String, selected: &str| {
         format!(
-            r#"<VirtualNicManagerNetConfig xsi:type="VirtualNicManagerNetConfig">{}{}{vnics}{}</VirtualNicManagerNetConfig>"#,
+            "{}{}{vnics}{}",
             leaf("nicType", nic_type),
             leaf("multiSelectAllowed", "true"),
             leaf("selectedVnic", selected),
         )
     };
-    let vmotion = config(
-        "vmotion",
-        candidate("vmk1", VMOTION_KEY, "vMotion", "198.18.200.11"),
-        VMOTION_KEY,
-    );
-    let management = config(
-        "management",
-        candidate("vmk0", MGMT_KEY, "Management Network", mgmt_ip)
-            + &candidate(
-                "vmk1",
-                "management.key-vim.host.VirtualNic-vmk1",
-                "vMotion",
-                "198.18.200.11",
-            ),
-        MGMT_KEY,
-    );
-    Val::typed(
-        "ArrayOfVirtualNicManagerNetConfig",
-        format!("{vmotion}{management}"),
+    [
+        config(
+            "vmotion",
+            candidate("vmk1", VMOTION_KEY, "vMotion", "198.18.200.11"),
+            VMOTION_KEY,
+        ),
+        config(
+            "management",
+            candidate("vmk0", MGMT_KEY, "Management Network", mgmt_ip)
+                + &candidate(
+                    "vmk1",
+                    "management.key-vim.host.VirtualNic-vmk1",
+                    "vMotion",
+                    "198.18.200.11",
+                ),
+            MGMT_KEY,
+        ),
+    ]
+}
+
+/// config.virtualNicManagerInfo.netConfig, as an array property.
+fn net_config(mgmt_ip: &str) -> Val {
+    let items: String = net_configs(mgmt_ip)
+        .iter()
+        .map(|c| {
+            format!(
+                r#"<VirtualNicManagerNetConfig xsi:type="VirtualNicManagerNetConfig">{c}</VirtualNicManagerNetConfig>"#
+            )
+        })
+        .collect();
+    Val::typed("ArrayOfVirtualNicManagerNetConfig", items)
+}
+
+/// `product` (AboutInfo) of the ESXi host.
+fn product() -> String {
+    format!(
+        "<product>{}{}{}{}{}{}{}{}</product>",
+        leaf("name", "VMware ESXi"),
+        leaf("fullName", "VMware ESXi 8.0.3 build-69507956"),
+        leaf("vendor", "VMware, Inc."),
+        leaf("version", "8.0.3"),
+        leaf("build", "69507956"),
+        leaf("osType", "vmnix-x86"),
+        leaf("apiType", "HostAgent"),
+        leaf("apiVersion", "8.0.2.0"),
     )
+}
+
+/// The whole `config` (HostConfigInfo) and `summary` (HostListSummary), for clients that read
+/// them as accessors (pyvmomi's `host.config`, `host.summary`).
+fn whole(id: &str, path: &str, esx: &crate::profile::EsxHost) -> Option<Val> {
+    let me = moref("host", "HostSystem", id);
+    Some(match path {
+        "config" => Val::typed(
+            "HostConfigInfo",
+            format!(
+                "{me}{}<virtualNicManagerInfo>{}</virtualNicManagerInfo>",
+                product(),
+                net_configs(&esx.addr.ip().to_string())
+                    .iter()
+                    .map(|c| format!("<netConfig>{c}</netConfig>"))
+                    .collect::<String>()
+            ),
+        ),
+        "summary" => Val::typed(
+            "HostListSummary",
+            format!(
+                "{me}<config>{}{}{}{}{}{}</config>{}",
+                leaf("name", &esx.name),
+                leaf("port", "443"),
+                leaf("sslThumbprint", &esx.thumbprint),
+                product(),
+                leaf("vmotionEnabled", "true"),
+                leaf("faultToleranceEnabled", "false"),
+                leaf("overallStatus", "green"),
+            ),
+        ),
+        _ => return None,
+    })
 }
 
 fn licenses(sim: &Sim) -> Val {
@@ -109,6 +168,7 @@ pub fn property(sim: &Sim, kind: &str, id: &str, path: &str) -> Option<Val> {
                 "config.virtualNicManagerInfo.netConfig" => {
                     esx.map(|h| net_config(&h.addr.ip().to_string()))
                 }
+                "config" | "summary" => esx.and_then(|h| whole(id, path, h)),
                 _ => None,
             }
         }
