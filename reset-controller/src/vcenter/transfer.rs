@@ -272,6 +272,9 @@ fn route(insecure: bool, name: &str, facts: &HostFacts) -> Route {
         },
         _ => None,
     };
+    // Verified against the system roots, the certificate must match the name in the URL: keep
+    // the name (a thumbprint, or GOVC_INSECURE, does not look at names).
+    let ip = ip.filter(|_| insecure || pinned.is_some());
     tracing::debug!(
         host = %label,
         via = %ip.map_or_else(|| name.to_string(), |ip| ip.to_string()),
@@ -303,5 +306,42 @@ mod tests {
         assert!(transfer_url("no-scheme", &sdk).is_err());
         assert!(is_star("https://*/guestFile") && is_star("https://*:443/x"));
         assert!(!is_star("https://esx1.lab/guestFile?a=*"));
+    }
+
+    #[test]
+    fn route_to_a_host_as_govmomi_does() {
+        let facts = |tp: Option<&str>, ips: &[&str]| HostFacts {
+            moref: MoRef::new("HostSystem", "host-12"),
+            name: "esx-12.lab".into(),
+            thumbprint: tp.map(str::to_string),
+            management_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        };
+        let tp = "19:32:16:04:8B:77:FB:91:5E:D2:A6:87:6D:A5:5A:08:0F:C9:BA:F5";
+        let ip = |r: &Route| r.ip.map(|i| i.to_string());
+        // Verified by thumbprint: its one management IP.
+        let r = route(false, "esx-12.lab", &facts(Some(tp), &["198.18.0.10"]));
+        assert_eq!(ip(&r).as_deref(), Some("198.18.0.10"));
+        assert!(r.pinned.is_some());
+        // GOVC_INSECURE: the IP, no pin needed.
+        let r = route(true, "esx-12.lab", &facts(Some(tp), &["198.18.0.10"]));
+        assert_eq!(ip(&r).as_deref(), Some("198.18.0.10"));
+        assert!(r.pinned.is_none());
+        // No thumbprint: the system roots check the name, so the name stays.
+        let r = route(false, "esx-12.lab", &facts(None, &["198.18.0.10"]));
+        assert!(r.ip.is_none() && r.pinned.is_none());
+        // Several management IPs: which one is reachable is unknown, the name stays.
+        let r = route(
+            false,
+            "esx-12.lab",
+            &facts(Some(tp), &["198.18.0.10", "198.18.1.10"]),
+        );
+        assert!(r.ip.is_none() && r.pinned.is_some());
+        // An unreadable thumbprint is not a pin.
+        let r = route(
+            false,
+            "esx-12.lab",
+            &facts(Some("not-hex"), &["198.18.0.10"]),
+        );
+        assert!(r.ip.is_none() && r.pinned.is_none());
     }
 }
