@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::compat::{Negotiation, VersionSource};
 use super::error::{Context, VcError};
 use super::soap::{self, Request};
-use super::versions::{self, Choice, FALLBACK_VERSION};
+use super::versions::{self, Choice, FALLBACK_VERSION, Negotiation, VersionSource};
 use super::xml::Element;
 
 /// Largest SOAP reply accepted.

@@ -17,7 +17,7 @@ use super::error::{Context, VcError};
 use super::inventory::{parse_retrieve, retrieve_request};
 use super::session::ServiceContent;
 use super::soap::MoRef;
-use super::versions::{MIN_VERSION, older_than_min};
+use super::versions::{MIN_VERSION, Negotiation, older_than_min};
 use super::xml::Element;
 
 /// `apiType` of a vCenter.
@@ -74,27 +74,6 @@ impl About {
             format!("{product} (API {})", self.api_version)
         }
     }
-}
-
-/// How the spoken version was chosen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VersionSource {
-    /// Chosen from `<sdk>/vimServiceVersions.xml`.
-    Document,
-    /// The document could not be had: [`super::versions::FALLBACK_VERSION`].
-    Fallback,
-}
-
-/// The negotiated version, as the report records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Negotiation {
-    /// The version in every SOAPAction (`urn:vim25/<version>`).
-    pub api_version: String,
-    /// Where it came from.
-    pub source: VersionSource,
-    /// Why this one: how it was chosen, or why the document could not be used.
-    pub reason: String,
 }
 
 /// The report's `vcenter` section: the server and the version spoken with it.

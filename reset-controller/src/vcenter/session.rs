@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{ConnectOptions, Transport};
-use super::compat::{self, About, Negotiation, ServerReport, license_manager};
+use super::compat::{self, About, ServerReport, license_manager};
 use super::error::{Context, VcError};
 use super::soap::{MoRef, Request, returnval};
+use super::versions::Negotiation;
 use super::xml::Element;
 use crate::secret::Secret;
 

@@ -7,6 +7,8 @@
 
 use std::cmp::Ordering;
 
+use serde::Serialize;
+
 use super::xml;
 
 /// Spoken when the document cannot be had. Every call this client makes exists unchanged
@@ -23,6 +25,27 @@ pub const KNOWN_VERSIONS: &[&str] = &[
     "7.0.3.1", "7.0.3.0", "7.0.2.1", "7.0.2.0", "7.0.1.1", "7.0.1.0", "7.0.0.2", "7.0.0.0",
     "6.9.1", "6.8.7", "6.7.3", "6.7.2", "6.7.1", "6.7", "6.5", "6.0", "5.5", "5.1", "5.0",
 ];
+
+/// How the spoken version was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// Chosen from `<sdk>/vimServiceVersions.xml`.
+    Document,
+    /// The document could not be had: [`FALLBACK_VERSION`].
+    Fallback,
+}
+
+/// The negotiated version, as the report records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Negotiation {
+    /// The version in every SOAPAction (`urn:vim25/<version>`).
+    pub api_version: String,
+    /// Where it came from.
+    pub source: VersionSource,
+    /// Why this one: how it was chosen, or why the document could not be used.
+    pub reason: String,
+}
 
 /// The `urn:vim25` namespace of a version document.
 #[derive(Debug, Clone, PartialEq, Eq)]
