@@ -148,6 +148,7 @@ mod tests {
             },
             ramp_time_s: 0,
             chaos_interval_s: 10,
+            vcenter: None,
             vms: vec![ok, bad],
             probe: Some(crate::probe::ProbeReport {
                 url: "http://198.18.0.2/health".into(),

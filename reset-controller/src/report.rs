@@ -143,6 +143,10 @@ pub struct RunReport {
     /// The HTTP probe's counts and verdict, when PROBE_URL was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<crate::probe::ProbeReport>,
+    /// The vCenter (or ESXi host) spoken to: negotiated API version and `about`; absent when
+    /// login failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcenter: Option<crate::vcenter::ServerReport>,
 }
 
 impl RunReport {

@@ -9,6 +9,7 @@ build it with `cargo build -p reset-vcsim`). No root and no network namespace
 needed: the VMs here run programs on this host.
 """
 
+import hashlib
 import os
 import shutil
 import ssl
@@ -20,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUEST_USER, GUEST_PASSWORD = "root", "guest-secret-1"
@@ -36,6 +37,22 @@ def vcsim_bin():
     if not os.path.exists(path):
         raise RuntimeError(f"{path} not found: run `cargo build -p reset-vcsim` or set VCSIM_BIN")
     return path
+
+
+def start_vcsim(tmp, *extra):
+    """A vcsim with one more VM; returns (process, host, port, stdout lines after the URL)."""
+    proc = subprocess.Popen(
+        [vcsim_bin(), "--vm", "web-01", "--vm", "db-01", "--guest-user", f"{GUEST_USER}:{GUEST_PASSWORD}",
+         "--vc-user", f"{VC_USER}:{VC_PASSWORD}", "--tmp-dir", tmp, *extra],
+        stdout=subprocess.PIPE, text=True)
+    url = urllib.parse.urlparse(proc.stdout.readline().strip())
+    return proc, url.hostname, url.port
+
+
+def stop_vcsim(proc):
+    proc.terminate()
+    proc.wait(10)
+    proc.stdout.close()
 
 
 def insecure():
@@ -188,6 +205,75 @@ class PyvmomiDrivesVcsim(unittest.TestCase):
         with self.assertRaises(vim.fault.InvalidLogin):
             SmartConnect(host=self.host, port=self.port, user=VC_USER, pwd="nope",
                          disableSslCertValidation=True)
+
+    def test_07_negotiates_8_0_2_0_like_against_vcenter_8_0_3(self):
+        # pyvmomi read vcsim's vimServiceVersions.xml (vCenter 8.0.3's, with its internal id)
+        # and chose what it chose against the real one (its cassette smart_connection.yaml).
+        self.assertEqual(self.si._stub.version, "vim.version.v8_0_2_0")
+        self.assertEqual(self.content.about.apiType, "VirtualCenter")
+        self.assertEqual(self.content.about.version, "8.0.3")
+
+    def test_08_esx_host_mode_leads_to_the_host(self):
+        tmp = tempfile.mkdtemp(prefix="vcsim-py-esx-")
+        proc, host, port = start_vcsim(tmp, "--esx-host", "--page-size", "1")
+        try:
+            esx_line = proc.stdout.readline().split()  # esx-host https://IP:PORT/ as NAME
+            esx = urllib.parse.urlparse(esx_line[1])
+            si = SmartConnect(host=host, port=port, user=VC_USER, pwd=VC_PASSWORD, disableSslCertValidation=True)
+            content = si.RetrieveContent()
+            # Two VMs, one object per page: pyvmomi follows ContinueRetrievePropertiesEx.
+            view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+            pc = content.propertyCollector
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
+                    obj=view, skip=True, selectSet=[vmodl.query.PropertyCollector.TraversalSpec(
+                        type=vim.view.ContainerView, path="view", skip=False)])],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])])
+            page = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+            names = [o.propSet[0].val for o in page.objects]
+            self.assertIsNotNone(page.token)
+            page = pc.ContinueRetrievePropertiesEx(page.token)
+            names += [o.propSet[0].val for o in page.objects]
+            self.assertEqual(sorted(names), ["db-01", "web-01"])
+            self.assertIsNone(page.token)
+            vm = [v for v in view.view if v.name == "web-01"][0]
+            view.DestroyView()
+            h = vm.runtime.host
+            self.assertEqual(h.name, "esx-01.vcsim.invalid")
+            [mgmt] = [c for c in h.config.virtualNicManagerInfo.netConfig if c.nicType == "management"]
+            ips = [v.spec.ip.ipAddress for v in mgmt.candidateVnic if v.key in mgmt.selectedVnic]
+            self.assertEqual(ips, [esx.hostname])
+            der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((esx.hostname, esx.port)))
+            sha1 = ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())
+            self.assertEqual(h.summary.config.sslThumbprint, sha1)
+            fm = content.guestOperationsManager.fileManager
+            url = fm.InitiateFileTransferToGuest(
+                vm, self.creds, tmp + "/x", vim.vm.guest.FileManager.PosixFileAttributes(), 1, True)
+            self.assertEqual(urllib.parse.urlparse(url).netloc, f"esx-01.vcsim.invalid:{esx.port}")
+            Disconnect(si)
+        finally:
+            stop_vcsim(proc)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_09_products_and_version_documents(self):
+        for extra, version, api_type in [
+                (("--product", "vcenter-6.7"), "vim.version.version12", "VirtualCenter"),
+                (("--product", "esxi-8.0.3", "--esxi-license", "esxBasic"), "vim.version.v8_0_2_0", "HostAgent")]:
+            tmp = tempfile.mkdtemp(prefix="vcsim-py-prod-")
+            proc, host, port = start_vcsim(tmp, *extra)
+            try:
+                si = SmartConnect(host=host, port=port, user=VC_USER, pwd=VC_PASSWORD,
+                                  disableSslCertValidation=True)
+                self.assertEqual(si._stub.version, version, extra)
+                content = si.RetrieveContent()
+                self.assertEqual(content.about.apiType, api_type)
+                if api_type == "HostAgent":
+                    [lic] = content.licenseManager.licenses
+                    self.assertEqual(lic.editionKey, "esxBasic")
+                Disconnect(si)
+            finally:
+                stop_vcsim(proc)
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,5 +19,5 @@ fn pyvmomi_drives_the_simulator() {
         "pyvmomi is not installed: pip install pyvmomi (cargo xtask setup does)"
     );
     assert!(out.status.success(), "pyvmomi test failed:\n{err}");
-    assert!(err.contains("Ran 6 tests") && err.contains("\nOK"), "{err}");
+    assert!(err.contains("Ran 9 tests") && err.contains("\nOK"), "{err}");
 }

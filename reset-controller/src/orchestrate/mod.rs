@@ -176,7 +176,9 @@ async fn inject_one(
     login_at: Instant,
     fault_window: &FaultWindow,
 ) -> VmRun {
-    if r.launcher().is_none() {
+    // Not staged, or staging failed after the guest directory was made (its files are
+    // already removed): the row keeps its own error instead of "aborted before injection".
+    if r.launcher().is_none() || r.report.error.is_some() {
         return r;
     }
     let window = cfg.fault.total_chaos_duration;
@@ -315,6 +317,7 @@ pub async fn run(
         );
         abort.sleep(ramp).await;
     }
+    let vcenter = session.as_ref().map(Session::report);
     if let Some(s) = session {
         let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
     }
@@ -329,6 +332,7 @@ pub async fn run(
         chaos_interval_s: cfg.chaos_interval.as_secs(),
         vms: runs.into_iter().map(|r| r.report).collect(),
         probe,
+        vcenter,
     }
 }
 

@@ -7,6 +7,7 @@ use reqwest::Url;
 
 use super::error::{Context, VcError};
 use super::soap::{self, Request};
+use super::versions::{self, Choice, FALLBACK_VERSION, Negotiation, VersionSource};
 use super::xml::Element;
 
 /// Largest SOAP reply accepted.
@@ -65,6 +66,18 @@ pub fn sdk_url(raw: &str) -> Result<Url, VcError> {
     Ok(url)
 }
 
+/// `<sdk>/vimServiceVersions.xml`: beside the SDK endpoint, under it (`Url::join` would
+/// replace the last path segment, `sdk`).
+pub fn versions_url(sdk: &Url) -> Url {
+    let mut u = sdk.clone();
+    let path = format!(
+        "{}/vimServiceVersions.xml",
+        sdk.path().trim_end_matches('/')
+    );
+    u.set_path(&path);
+    u
+}
+
 /// Hide `user:pass@` in a URL-ish string before it goes into a message.
 fn redact_userinfo(raw: &str) -> String {
     let (scheme, rest) = raw.split_once("://").map_or(("", raw), |(s, r)| (s, r));
@@ -78,44 +91,17 @@ fn redact_userinfo(raw: &str) -> String {
     }
 }
 
-/// Rewrite a /guestFile URL whose host is `*` to the host (and port) we called.
-pub fn transfer_url(raw: &str, sdk: &Url) -> Result<Url, String> {
-    // `*` is not a valid host for the URL parser: substitute before parsing.
-    let (scheme, rest) = raw
-        .split_once("://")
-        .ok_or_else(|| format!("transfer URL {raw:?} has no scheme"))?;
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let is_star = host == "*" || host.starts_with("*:");
-    let authority = if is_star {
-        match (sdk.host_str(), sdk.port()) {
-            (Some(h), Some(p)) => format!("{}:{p}", bracket(h)),
-            (Some(h), None) => bracket(h),
-            _ => return Err("SDK URL has no host".into()),
-        }
-    } else {
-        authority.to_string()
-    };
-    Url::parse(&format!("{scheme}://{authority}{tail}")).map_err(|e| format!("{raw:?}: {e}"))
-}
-
-fn bracket(h: &str) -> String {
-    if h.contains(':') && !h.starts_with('[') {
-        format!("[{h}]")
-    } else {
-        h.to_string()
-    }
-}
-
 /// An HTTP client bound to one vCenter SDK endpoint.
 #[derive(Debug, Clone)]
 pub struct Transport {
     http: reqwest::Client,
     sdk: Url,
     soap_action: String,
+    /// GOVC_INSECURE.
+    insecure: bool,
+    /// Clients for /guestFile transfers to ESXi hosts named by vCenter, pinned to each
+    /// host's certificate thumbprint.
+    hosts: super::transfer::HostClients,
 }
 
 impl Transport {
@@ -165,34 +151,81 @@ impl Transport {
         Ok(Self {
             http,
             sdk,
-            soap_action: soap::soap_action(soap::FALLBACK_VERSION),
+            soap_action: soap::soap_action(FALLBACK_VERSION),
+            insecure: opts.insecure,
+            hosts: super::transfer::HostClients::default(),
         })
     }
 
-    /// Speak the newest API version the server publishes in
-    /// `/sdk/vimServiceVersions.xml` (as pyvmomi does); keep the fallback if it
-    /// publishes none. This is the first request: an unreachable or silent server
-    /// fails here, within [`FIRST_CALL_TIMEOUT`].
-    pub async fn negotiate_version(&mut self) -> Result<Option<String>, VcError> {
-        let Ok(url) = self.sdk.join("vimServiceVersions.xml") else {
-            return Ok(None);
-        };
+    /// Choose the API version from `<sdk>/vimServiceVersions.xml` (see [`versions`]) and
+    /// speak it in every later SOAPAction; fall back to [`FALLBACK_VERSION`], with a warning,
+    /// when the document cannot be had. This is the first request: an unreachable or silent
+    /// server fails here, within [`FIRST_CALL_TIMEOUT`]; a server whose document lists only
+    /// releases older than 5.0 is refused here.
+    pub async fn negotiate_version(&mut self) -> Result<Negotiation, VcError> {
+        let url = versions_url(&self.sdk);
         let resp = self
             .http
-            .get(url)
+            .get(url.clone())
             .timeout(FIRST_CALL_TIMEOUT)
             .send()
             .await
             .map_err(|e| VcError::from_transport(self.sdk.as_str(), &e))?;
-        if !resp.status().is_success() {
-            return Ok(None);
-        }
-        let Ok(doc) = read_bounded(resp, 64 << 10, "vimServiceVersions.xml").await else {
-            return Ok(None);
+        let doc = if resp.status().is_success() {
+            read_bounded(resp, 64 << 10, "vimServiceVersions.xml")
+                .await
+                .map_err(|_| "its body could not be read".to_string())
+                .and_then(|body| versions::parse(&body))
+        } else {
+            Err(format!("it answered HTTP {}", resp.status()))
         };
-        Ok(soap::parse_service_versions(&doc).inspect(|v| {
-            self.soap_action = soap::soap_action(v);
-        }))
+        let negotiation = match doc.map(|d| versions::choose(&d)) {
+            Ok(Choice::Speak { version, why }) => {
+                tracing::debug!(url = %url, version = %version, why = %why, "API version chosen");
+                Negotiation {
+                    api_version: version,
+                    source: VersionSource::Document,
+                    reason: why,
+                }
+            }
+            Ok(Choice::TooOld { newest }) => {
+                return Err(VcError::Unsupported {
+                    server: format!("the server at {}", self.sdk),
+                    reason: format!(
+                        "the newest API version it lists in {url} is {newest}, and guest operations need vSphere API {} or newer: upgrade the server, or point GOVC_URL at a newer vCenter that manages these VMs",
+                        versions::MIN_VERSION
+                    ),
+                });
+            }
+            Ok(Choice::NoRelease) => self.fall_back(&url, "it lists no release number".into()),
+            Err(why) => self.fall_back(&url, why),
+        };
+        self.soap_action = soap::soap_action(&negotiation.api_version);
+        Ok(negotiation)
+    }
+
+    fn fall_back(&self, url: &Url, why: String) -> Negotiation {
+        tracing::warn!(
+            url = %url,
+            reason = %why,
+            "cannot read the API versions the server speaks: falling back to vim25 {FALLBACK_VERSION} (every call this client makes exists since {})",
+            versions::MIN_VERSION
+        );
+        Negotiation {
+            api_version: FALLBACK_VERSION.to_string(),
+            source: VersionSource::Fallback,
+            reason: format!("{url}: {why}"),
+        }
+    }
+
+    /// GOVC_INSECURE.
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// The pinned clients for ESXi hosts.
+    pub fn host_clients(&self) -> &super::transfer::HostClients {
+        &self.hosts
     }
 
     /// The SDK endpoint.
@@ -311,20 +344,19 @@ mod tests {
     }
 
     #[test]
-    fn star_host_is_replaced_with_called_host_and_port() {
-        let sdk = sdk_url("https://127.0.0.1:8443/sdk").unwrap();
-        let u = transfer_url("https://*:443/guestFile?id=1&token=abc", &sdk).unwrap();
+    fn versions_document_is_under_the_sdk_path() {
+        let at = |u: &str| versions_url(&sdk_url(u).unwrap()).to_string();
         assert_eq!(
-            u.as_str(),
-            "https://127.0.0.1:8443/guestFile?id=1&token=abc"
+            at("vc.example"),
+            "https://vc.example/sdk/vimServiceVersions.xml"
         );
-        let u = transfer_url("https://*/guestFile?id=1", &sdk).unwrap();
-        assert_eq!(u.as_str(), "https://127.0.0.1:8443/guestFile?id=1");
-        let u = transfer_url("https://esx1.lab:443/guestFile?id=2", &sdk).unwrap();
-        assert_eq!(u.host_str(), Some("esx1.lab"));
-        let v6 = sdk_url("https://[::1]:9/sdk").unwrap();
-        let u = transfer_url("https://*/guestFile?x", &v6).unwrap();
-        assert_eq!(u.as_str(), "https://[::1]:9/guestFile?x");
-        assert!(transfer_url("no-scheme", &sdk).is_err());
+        assert_eq!(
+            at("https://vc.example:8443/sdk"),
+            "https://vc.example:8443/sdk/vimServiceVersions.xml"
+        );
+        assert_eq!(
+            at("https://vc.example/proxy/sdk/"),
+            "https://vc.example/proxy/sdk/vimServiceVersions.xml"
+        );
     }
 }

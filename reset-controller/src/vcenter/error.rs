@@ -61,7 +61,8 @@ pub enum VcError {
     },
     /// The session is missing or expired.
     #[error(
-        "vCenter says the session is not authenticated ({message}): the session expired or login did not complete; run again"
+        "vCenter says the session is not authenticated{}: the session expired or login did not complete; run again",
+        paren(.message)
     )]
     NotAuthenticated {
         /// The server's fault string.
@@ -113,7 +114,8 @@ pub enum VcError {
     },
     /// Guest operations cannot be used on this VM now.
     #[error(
-        "guest operations are unavailable on VM {vm} ({message}): VMware Tools must be running and ready in the guest; wait for it or restart open-vm-tools"
+        "guest operations are unavailable on VM {vm}{}: VMware Tools must be running and ready in the guest; wait for it or restart open-vm-tools",
+        paren(.message)
     )]
     GuestOperationsUnavailable {
         /// The VM name.
@@ -130,7 +132,7 @@ pub enum VcError {
         vm: String,
     },
     /// A guest file or directory does not exist.
-    #[error("file not found in VM {vm}: {message}")]
+    #[error("file not found in VM {vm}{}", colon(.message))]
     FileNotFound {
         /// The VM name.
         vm: String,
@@ -139,7 +141,8 @@ pub enum VcError {
     },
     /// The guest user may not touch this file or process.
     #[error(
-        "guest user {user} has no permission for this operation on VM {vm} ({message}): use a user that owns the path, or root"
+        "guest user {user} has no permission for this operation on VM {vm}{}: use a user that owns the path, or root",
+        paren(.message)
     )]
     GuestPermissionDenied {
         /// The guest user.
@@ -150,7 +153,7 @@ pub enum VcError {
         message: String,
     },
     /// The guest process id is unknown.
-    #[error("process not found in VM {vm} ({message}): the agent already exited")]
+    #[error("process not found in VM {vm}{}: the agent already exited", paren(.message))]
     GuestProcessNotFound {
         /// The VM name.
         vm: String,
@@ -159,7 +162,8 @@ pub enum VcError {
     },
     /// The server does not implement a call.
     #[error(
-        "vCenter does not implement {method} ({message}): this server cannot run guest operations"
+        "vCenter does not implement {method}{}: this server cannot run guest operations",
+        paren(.message)
     )]
     MethodNotFound {
         /// The call.
@@ -168,12 +172,33 @@ pub enum VcError {
         message: String,
     },
     /// Any other vim25 fault, named by its type.
-    #[error("vCenter fault {kind} in {method}: {message}")]
+    #[error("vCenter fault {kind} in {method}{}", colon(.message))]
     OtherFault {
         /// The call.
         method: String,
         /// The vim25 fault type.
         kind: String,
+        /// The server's fault string.
+        message: String,
+    },
+    /// The server cannot run guest operations (too old, or an ESXi host whose license makes
+    /// its API read-only); found before any guest operation.
+    #[error("{server} cannot run this fault: {reason}")]
+    Unsupported {
+        /// What the server says it is, and where.
+        server: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The server's license forbids the call (RestrictedVersion: the free vSphere
+    /// Hypervisor's API is read-only).
+    #[error(
+        "the server refused {method}: its license does not allow this call (RestrictedVersion{}); the free vSphere Hypervisor license makes an ESXi host's API read-only: point GOVC_URL at the vCenter that manages the host, or license the host",
+        colon(.message)
+    )]
+    LicenseRestricted {
+        /// The call.
+        method: String,
         /// The server's fault string.
         message: String,
     },
@@ -203,6 +228,26 @@ pub enum VcError {
         /// HTTP status or transport error.
         reason: String,
     },
+}
+
+/// `": detail"`, or nothing when the server gave no detail: a message never ends in `": "`.
+pub fn colon(detail: &str) -> String {
+    let d = detail.trim();
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}
+
+/// `" (detail)"`, or nothing when the server gave no detail.
+pub fn paren(detail: &str) -> String {
+    let d = detail.trim();
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" ({d})")
+    }
 }
 
 /// Who and what a call was about, to word fault messages.
@@ -258,6 +303,10 @@ impl VcError {
                 message,
             },
             "GuestProcessNotFound" => Self::GuestProcessNotFound { vm, message },
+            "RestrictedVersion" => Self::LicenseRestricted {
+                method: cx.method.to_string(),
+                message,
+            },
             "MethodNotFound" | "NotImplemented" | "NotSupported" => Self::MethodNotFound {
                 method: cx.method.to_string(),
                 message,

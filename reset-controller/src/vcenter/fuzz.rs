@@ -6,12 +6,14 @@
 
 use reqwest::Url;
 
-use super::client::transfer_url;
+use super::compat;
 use super::error::{Context, VcError};
 use super::guest_ops;
 use super::inventory::{self, GuestManagers};
 use super::session::parse_service_content;
 use super::soap::{self, MoRef, returnval};
+use super::transfer::{self, transfer_url};
+use super::versions;
 use super::xml;
 
 /// Keep a decoder's result alive so the optimizer cannot drop the work.
@@ -34,11 +36,14 @@ fn claimed_method(body: &[u8]) -> String {
 /// Run `body` through everything that reads a vCenter reply: the envelope and fault
 /// decoder with the fault-to-error mapping and its message, every typed reply decoder
 /// (ServiceContent, RetrievePropertiesEx with VM matching, guest managers, container view,
-/// processes, pid, strings, the /guestFile transfer replies and their URL rewriting), and
-/// the vimServiceVersions.xml reader. Returns whether the envelope decoded as a reply.
+/// licenses, HostSystem facts, processes, pid, strings, the /guestFile transfer replies and
+/// their URL rewriting), and the vimServiceVersions.xml reader with the version choice. Returns whether the envelope decoded as a reply.
 #[doc(hidden)]
 pub fn decode_all(body: &[u8]) -> bool {
-    keep(soap::parse_service_versions(body).map(|v| soap::soap_action(&v)));
+    keep(versions::parse(body).map(|v| match versions::choose(&v) {
+        versions::Choice::Speak { version, .. } => soap::soap_action(&version),
+        other => format!("{other:?}"),
+    }));
     let method = claimed_method(body);
     let cx = Context {
         method: &method,
@@ -55,6 +60,11 @@ pub fn decode_all(body: &[u8]) -> bool {
     };
 
     keep(parse_service_content(&reply).map_err(|e| e.len()));
+    keep(compat::parse_licenses(&reply));
+    keep(transfer::parse_host(
+        &reply,
+        &MoRef::new("HostSystem", "host-1"),
+    ));
     keep(returnval(&reply).ok().and_then(MoRef::from_element));
 
     let (objects, token) = inventory::parse_retrieve(&reply);

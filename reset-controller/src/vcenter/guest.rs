@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use super::client::{ReadError, read_bounded, transfer_url};
+use super::client::{ReadError, read_bounded};
 use super::error::{Context, VcError};
 use super::guest_ops::{self as ops, GuestAuth, ProcessInfo, ProgramSpec};
 use super::inventory::{GuestManagers, VmInfo};
 use super::session::Session;
 use super::soap::{MoRef, Request};
+use super::transfer::{self, Target};
 use super::xml::Element;
 
 /// Time allowed for one file transfer.
@@ -156,19 +157,16 @@ impl Guest {
         let raw = ops::parse_string(&r)
             .ok_or_else(|| Self::shape("InitiateFileTransferToGuest", "no URL"))?;
         let what = format!("upload {path}");
-        let url = transfer_url(&raw, self.session.transport().sdk())
-            .map_err(|reason| self.transfer_err(&what, reason))?;
-        let resp = self
-            .session
-            .transport()
-            .http()
-            .put(url)
+        let to = self.target(&raw, "InitiateFileTransferToGuest").await?;
+        let resp = to
+            .client
+            .put(to.url.clone())
             .timeout(TRANSFER_TIMEOUT)
             .header("Content-Type", "application/octet-stream")
             .body(data)
             .send()
             .await
-            .map_err(|e| self.transfer_err(&what, super::error::chain(&e)))?;
+            .map_err(|e| self.send_err(&what, &to, e))?;
         if !resp.status().is_success() {
             return Err(self.transfer_err(&what, format!("HTTP {}", resp.status())));
         }
@@ -192,17 +190,14 @@ impl Guest {
         if size > limit as u64 {
             return Err(VcError::TooLarge { what, limit });
         }
-        let url = transfer_url(&raw, self.session.transport().sdk())
-            .map_err(|reason| self.transfer_err(&what, reason))?;
-        let resp = self
-            .session
-            .transport()
-            .http()
-            .get(url)
+        let from = self.target(&raw, "InitiateFileTransferFromGuest").await?;
+        let resp = from
+            .client
+            .get(from.url.clone())
             .timeout(TRANSFER_TIMEOUT)
             .send()
             .await
-            .map_err(|e| self.transfer_err(&what, super::error::chain(&e)))?;
+            .map_err(|e| self.send_err(&what, &from, e))?;
         if !resp.status().is_success() {
             return Err(self.transfer_err(&what, format!("HTTP {}", resp.status())));
         }
@@ -211,8 +206,24 @@ impl Guest {
                 what: what.clone(),
                 limit,
             },
-            ReadError::Http(e) => self.transfer_err(&what, super::error::chain(&e)),
+            ReadError::Http(e) => self.transfer_err(&what, super::error::chain(&e.without_url())),
         })
+    }
+
+    /// Where a transfer URL from `method` goes and whom it trusts (see [`transfer`]).
+    async fn target(&self, raw: &str, method: &str) -> Result<Target, VcError> {
+        transfer::target(&self.session, &self.vm.moref, raw, method).await
+    }
+
+    /// A failed PUT/GET: a thumbprint mismatch in its own words, else the transport's
+    /// (without the URL: it carries the transfer ticket).
+    fn send_err(&self, what: &str, target: &Target, e: reqwest::Error) -> VcError {
+        let reason = target
+            .mismatch
+            .as_ref()
+            .and_then(|m| m.take())
+            .unwrap_or_else(|| super::error::chain(&e.without_url()));
+        self.transfer_err(what, reason)
     }
 
     fn transfer_err(&self, what: &str, reason: String) -> VcError {

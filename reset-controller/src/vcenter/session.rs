@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{ConnectOptions, Transport};
+use super::compat::{self, About, ServerReport, license_manager};
 use super::error::{Context, VcError};
 use super::soap::{MoRef, Request, returnval};
+use super::versions::Negotiation;
 use super::xml::Element;
 use crate::secret::Secret;
 
@@ -79,9 +81,11 @@ pub struct ServiceContent {
     pub session_manager: MoRef,
     /// The GuestOperationsManager (absent when guest operations are not supported).
     pub guest_operations_manager: Option<MoRef>,
-    /// `about.fullName`, for logs.
-    pub full_name: String,
-    /// `about.apiVersion`, for logs.
+    /// The LicenseManager (read on standalone ESXi hosts).
+    pub license_manager: Option<MoRef>,
+    /// `about`: what the server says it is.
+    pub about: About,
+    /// `about.apiVersion` (also in [`ServiceContent::about`]).
     pub api_version: String,
 }
 
@@ -94,20 +98,16 @@ pub fn parse_service_content(reply: &Element) -> Result<ServiceContent, String> 
             .ok_or_else(|| format!("ServiceContent has no {name}"))
     };
     let opt = |name: &str| rv.child(name).and_then(MoRef::from_element);
+    let about = About::from_element(rv.child("about"));
     Ok(ServiceContent {
         root_folder: need("rootFolder")?,
         property_collector: need("propertyCollector")?,
         view_manager: opt("viewManager"),
         session_manager: need("sessionManager")?,
         guest_operations_manager: opt("guestOperationsManager"),
-        full_name: rv
-            .path(&["about", "fullName"])
-            .map(|e| e.text.clone())
-            .unwrap_or_default(),
-        api_version: rv
-            .path(&["about", "apiVersion"])
-            .map(|e| e.text.clone())
-            .unwrap_or_default(),
+        license_manager: license_manager(rv),
+        about: about.clone(),
+        api_version: about.api_version,
     })
 }
 
@@ -123,6 +123,7 @@ pub fn login_request(sm: &MoRef, user: &str, password: &str) -> Request {
 pub struct Session {
     transport: Transport,
     content: ServiceContent,
+    negotiation: Negotiation,
     user: String,
     relogin: Option<Arc<Relogin>>,
 }
@@ -146,11 +147,12 @@ impl Session {
         Ok(s)
     }
 
-    /// Connect, read the ServiceContent and log in (no reconnection).
+    /// Connect, choose the API version, read the ServiceContent, refuse a server that cannot
+    /// run guest operations (before sending credentials where it can: see [`compat`]), and
+    /// log in (no reconnection).
     pub async fn login(opts: &ConnectOptions, user: &str, password: &str) -> Result<Self, VcError> {
         let mut transport = Transport::new(opts)?;
-        let version = transport.negotiate_version().await?;
-        tracing::debug!(?version, "API version");
+        let negotiation = transport.negotiate_version().await?;
         let si = MoRef::new("ServiceInstance", "ServiceInstance");
         let reply = transport
             .call(
@@ -162,7 +164,14 @@ impl Session {
             method: "RetrieveServiceContent".into(),
             reason,
         })?;
-        tracing::debug!(server = %content.full_name, api = %content.api_version, "service content");
+        tracing::debug!(
+            server = %content.about.full_name,
+            api_type = %content.about.api_type,
+            api = %content.about.api_version,
+            speaking = %negotiation.api_version,
+            "service content"
+        );
+        compat::check_service(transport.sdk().as_str(), &content)?;
         let cx = Context {
             vc_user: user,
             ..Context::default()
@@ -171,12 +180,18 @@ impl Session {
             .call(login_request(&content.session_manager, user, password), cx)
             .await?;
         tracing::debug!(user, "logged in to vCenter");
-        Ok(Self {
+        let session = Self {
             transport,
             content,
+            negotiation,
             user: user.to_string(),
             relogin: None,
-        })
+        };
+        if let Err(e) = compat::check_license(&session.transport, &session.content).await {
+            session.logout().await;
+            return Err(e);
+        }
+        Ok(session)
     }
 
     /// One SOAP call that survives vCenter going away: transport failures are retried
@@ -285,6 +300,20 @@ impl Session {
     /// The server's ServiceContent.
     pub fn content(&self) -> &ServiceContent {
         &self.content
+    }
+
+    /// The version spoken and how it was chosen.
+    pub fn negotiation(&self) -> &Negotiation {
+        &self.negotiation
+    }
+
+    /// The report's `vcenter` section: the endpoint, the negotiated version, `about`.
+    pub fn report(&self) -> ServerReport {
+        ServerReport {
+            url: self.transport.sdk().to_string(),
+            negotiated: self.negotiation.clone(),
+            about: self.content.about.clone(),
+        }
     }
 
     /// The vCenter user name.

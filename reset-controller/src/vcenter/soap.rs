@@ -3,27 +3,9 @@
 
 use super::xml::{self, Element, XmlError};
 
-/// The API version spoken when the server does not publish its versions. Every call
-/// this client makes exists since vSphere 5, so any version the server names works.
-pub const FALLBACK_VERSION: &str = "6.7";
-
 /// The SOAPAction header for an API version: `urn:vim25/8.0.2.0`.
 pub fn soap_action(version: &str) -> String {
     format!("urn:vim25/{version}")
-}
-
-/// The newest urn:vim25 version in a `/sdk/vimServiceVersions.xml` document.
-pub fn parse_service_versions(doc: &[u8]) -> Option<String> {
-    let root = xml::parse(doc).ok()?;
-    if root.name != "namespaces" {
-        return None;
-    }
-    let ns = root
-        .children_named("namespace")
-        .find(|n| n.child_text("name").map(str::trim) == Some("urn:vim25"))?;
-    let v = ns.child_text("version")?.trim();
-    let ok = !v.is_empty() && v.len() < 32 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    ok.then(|| v.to_string())
 }
 
 const ENVELOPE_OPEN: &str = concat!(
@@ -145,7 +127,7 @@ impl Fault {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The server answered with a SOAP fault.
-    #[error("SOAP fault {}: {}", .0.kind, .0.message)]
+    #[error("SOAP fault {}{}", .0.kind, super::error::colon(&.0.message))]
     Fault(Box<Fault>),
     /// The reply is not XML.
     #[error(transparent)]

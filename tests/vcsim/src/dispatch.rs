@@ -17,6 +17,8 @@ pub struct Reply {
     pub new_session: Option<String>,
     /// The session ended.
     pub logged_out: bool,
+    /// The vim25 method called, when the envelope named one.
+    pub method: String,
 }
 
 fn ok(method: &str, inner: &str) -> Reply {
@@ -25,6 +27,7 @@ fn ok(method: &str, inner: &str) -> Reply {
         body: soap::reply(method, inner),
         new_session: None,
         logged_out: false,
+        method: method.to_string(),
     }
 }
 
@@ -34,6 +37,7 @@ fn fault(f: &Fault) -> Reply {
         body: f.envelope(),
         new_session: None,
         logged_out: false,
+        method: String::new(),
     }
 }
 
@@ -57,15 +61,19 @@ pub async fn handle(sim: &Sim, scheme: &str, session: Option<&str>, body: &[u8])
     let authed = session.is_some_and(|s| sim.has_session(s));
     tracing::debug!(method, this = this_id, authed, "call");
     if !authed && !matches!(method, "RetrieveServiceContent" | "Login") {
-        return fault(&faults::not_authenticated(this_kind, this_id));
+        let mut r = fault(&faults::not_authenticated(this_kind, this_id));
+        r.method = method.to_string();
+        return r;
     }
-    match route(sim, scheme, session, method, this_kind, this_id, call).await {
+    let mut reply = match route(sim, scheme, session, method, this_kind, this_id, call).await {
         Ok(r) => r,
         Err(f) => {
             tracing::debug!(method, fault = f.kind, "fault");
             fault(&f)
         }
-    }
+    };
+    reply.method = method.to_string();
+    reply
 }
 
 async fn route(
@@ -80,7 +88,7 @@ async fn route(
     Ok(match method {
         "RetrieveServiceContent" => ok(
             method,
-            &format!("<returnval>{}</returnval>", objects::service_content()),
+            &format!("<returnval>{}</returnval>", objects::service_content(sim)),
         ),
         "Login" => {
             let user = call.text_of("userName").unwrap_or("");
@@ -132,14 +140,16 @@ async fn route(
         }
         "RetrievePropertiesEx" => {
             let objs = objects::retrieve(sim, call, "objects")?;
-            if objs.is_empty() {
-                ok(method, "")
-            } else {
-                ok(method, &format!("<returnval>{objs}</returnval>"))
-            }
+            ok(method, &page(sim, objs))
         }
-        "RetrieveProperties" => ok(method, &objects::retrieve(sim, call, "returnval")?),
-        "ContinueRetrievePropertiesEx" => return Err(faults::invalid_argument("token")),
+        "RetrieveProperties" => ok(method, &objects::retrieve(sim, call, "returnval")?.concat()),
+        "ContinueRetrievePropertiesEx" => {
+            let token = call.text_of("token").unwrap_or("");
+            let rest = sim
+                .take_page(token)
+                .ok_or_else(|| faults::invalid_argument("token"))?;
+            ok(method, &page(sim, rest))
+        }
         "Fetch" => ok(method, &objects::fetch(sim, kind, id, call)?),
         m => match guest::manager_of(m) {
             Some(mgr) if mgr == kind => {
@@ -149,6 +159,18 @@ async fn route(
             _ => return Err(faults::method_not_found(&format!("{kind}:{id}"), m)),
         },
     })
+}
+
+/// A RetrieveResult of at most the profile's page size (vCenter pages large results too):
+/// the rest waits behind a token for ContinueRetrievePropertiesEx. No objects, no returnval.
+fn page(sim: &Sim, mut objs: Vec<String>) -> String {
+    if objs.is_empty() {
+        return String::new();
+    }
+    let size = sim.profile.page_size();
+    let token = (objs.len() > size).then(|| sim.add_page(objs.split_off(size)));
+    let token = token.map(|t| leaf("token", &t)).unwrap_or_default();
+    format!("<returnval>{token}{}</returnval>", objs.concat())
 }
 
 /// The session key in a Cookie header (`vmware_soap_session="KEY"`, quotes optional).

@@ -80,8 +80,14 @@ fn mode_of(req: &Node) -> Option<u32> {
         .ok()
 }
 
-fn transfer_url(scheme: &str, vm: usize, tok: &str) -> String {
-    esc(&format!("{scheme}://*/guestFile?id={}&token={tok}", vm + 1))
+/// Like ESXi, `*` (the host called); like a vCenter in "ESXi host" mode, the host's name and
+/// the transfer listener's port, always https.
+fn transfer_url(sim: &Sim, scheme: &str, vm: usize, tok: &str) -> String {
+    let query = format!("guestFile?id={}&token={tok}", vm + 1);
+    esc(&match &sim.profile.esx_host {
+        Some(h) => format!("https://{}:{}/{query}", h.name, h.addr.port()),
+        None => format!("{scheme}://*/{query}"),
+    })
 }
 
 fn time(t: std::time::SystemTime) -> String {
@@ -179,7 +185,7 @@ pub async fn call(sim: &Sim, scheme: &str, method: &str, cx: Ctx<'_>) -> Result<
             });
             Ok(format!(
                 "<returnval>{}</returnval>",
-                transfer_url(scheme, cx.vm, &tok)
+                transfer_url(sim, scheme, cx.vm, &tok)
             ))
         }
         "InitiateFileTransferFromGuest" => {
@@ -198,7 +204,7 @@ pub async fn call(sim: &Sim, scheme: &str, method: &str, cx: Ctx<'_>) -> Result<
                 leaf("groupId", &md.gid().to_string()),
                 leaf("permissions", &(md.mode() & 0o7777).to_string()),
                 leaf("size", &md.len().to_string()),
-                transfer_url(scheme, cx.vm, &tok)
+                transfer_url(sim, scheme, cx.vm, &tok)
             ))
         }
         "StartProgramInGuest" => {

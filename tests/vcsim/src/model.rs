@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::profile::Profile;
+use crate::record::{Entry, RequestLog};
 use crate::soap::{Fault, faults};
 
 /// One simulated VM.
@@ -100,6 +102,8 @@ struct Inner {
     views: HashSet<String>,
     transfers: HashMap<String, Transfer>,
     procs: HashMap<(usize, i64), Proc>,
+    /// RetrievePropertiesEx results waiting for ContinueRetrievePropertiesEx, by token.
+    pages: HashMap<String, Vec<String>>,
     counter: u64,
 }
 
@@ -108,6 +112,9 @@ struct Inner {
 pub struct Sim {
     /// Configuration.
     pub cfg: Arc<SimConfig>,
+    /// How it presents itself (product, version document, transfer host).
+    pub profile: Arc<Profile>,
+    log: Option<Arc<RequestLog>>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -126,10 +133,31 @@ impl Sim {
         let procs = crate::process::load(&cfg.tools_dir());
         Self {
             cfg: Arc::new(cfg),
+            profile: Arc::new(Profile::default()),
+            log: None,
             inner: Arc::new(Mutex::new(Inner {
                 procs,
                 ..Inner::default()
             })),
+        }
+    }
+
+    /// Present as `profile` (default: vCenter 8.0.3, transfers at `*`).
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = Arc::new(profile);
+        self
+    }
+
+    /// Write every answered request to `path` (see [`crate::record`]).
+    pub fn with_request_log(mut self, path: &std::path::Path) -> std::io::Result<Self> {
+        self.log = Some(Arc::new(RequestLog::create(path)?));
+        Ok(self)
+    }
+
+    /// Record one answered request, if a request log is kept.
+    pub fn record(&self, e: &Entry<'_>) {
+        if let Some(log) = &self.log {
+            log.write(e);
         }
     }
 
@@ -204,6 +232,18 @@ impl Sim {
     /// Take a transfer (single use).
     pub fn take_transfer(&self, tok: &str) -> Option<Transfer> {
         self.lock().transfers.remove(tok)
+    }
+
+    /// Keep the rest of a paged result; returns its token.
+    pub fn add_page(&self, rest: Vec<String>) -> String {
+        let tok = token();
+        self.lock().pages.insert(tok.clone(), rest);
+        tok
+    }
+
+    /// The rest of a paged result (single use).
+    pub fn take_page(&self, tok: &str) -> Option<Vec<String>> {
+        self.lock().pages.remove(tok)
     }
 
     /// Record a started process.

@@ -20,7 +20,8 @@ pub struct Val {
 }
 
 impl Val {
-    fn string(s: &str) -> Self {
+    /// An `xsd:string`.
+    pub fn string(s: &str) -> Self {
         Self {
             xsi: "xsd:string".into(),
             attrs: String::new(),
@@ -28,7 +29,8 @@ impl Val {
         }
     }
 
-    fn typed(xsi: &str, inner: String) -> Self {
+    /// A value of type `xsi` with this inner XML.
+    pub fn typed(xsi: &str, inner: String) -> Self {
         Self {
             xsi: xsi.into(),
             attrs: String::new(),
@@ -36,7 +38,8 @@ impl Val {
         }
     }
 
-    fn moref(kind: &str, v: &str) -> Self {
+    /// A ManagedObjectReference.
+    pub fn moref(kind: &str, v: &str) -> Self {
         Self {
             xsi: "ManagedObjectReference".into(),
             attrs: format!(r#" type="{kind}""#),
@@ -53,9 +56,11 @@ impl Val {
     }
 }
 
-/// RetrieveServiceContent's returnval.
-pub fn service_content() -> String {
-    [
+/// RetrieveServiceContent's returnval, in ServiceContent's property order.
+pub fn service_content(sim: &Sim) -> String {
+    let product = sim.profile.product;
+    let a = product.about();
+    let mut out = vec![
         moref("rootFolder", "Folder", ROOT_FOLDER),
         moref(
             "propertyCollector",
@@ -65,29 +70,33 @@ pub fn service_content() -> String {
         moref("viewManager", "ViewManager", "ViewManager"),
         format!(
             "<about>{}{}{}{}{}{}{}{}{}{}{}</about>",
-            leaf("name", "VMware vCenter Server"),
-            leaf(
-                "fullName",
-                "reset-peer vcsim (VMware vCenter Server 8.0.2 build-0)"
-            ),
+            leaf("name", a.name),
+            leaf("fullName", a.full_name),
             leaf("vendor", "VMware, Inc."),
-            leaf("version", "8.0.2"),
-            leaf("build", "0"),
+            leaf("version", a.version),
+            leaf("build", a.build),
             leaf("localeVersion", "INTL"),
             leaf("localeBuild", "000"),
             leaf("osType", "linux-x64"),
-            leaf("productLineId", "vpx"),
-            leaf("apiType", "VirtualCenter"),
-            leaf("apiVersion", "8.0.2.0"),
+            leaf("productLineId", a.product_line),
+            leaf("apiType", a.api_type),
+            leaf("apiVersion", a.api_version),
         ),
         moref("sessionManager", "SessionManager", "SessionManager"),
         moref(
+            "licenseManager",
+            "LicenseManager",
+            product.license_manager(),
+        ),
+    ];
+    if product.guest_operations() {
+        out.push(moref(
             "guestOperationsManager",
             "GuestOperationsManager",
             "guestOperationsManager",
-        ),
-    ]
-    .concat()
+        ));
+    }
+    out.concat()
 }
 
 /// A property of a managed object, or `None` if unknown.
@@ -109,10 +118,12 @@ pub fn property(sim: &Sim, kind: &str, id: &str, path: &str) -> Option<Val> {
                 "name" | "config.name" => Val::string(&vm.name),
                 "runtime.powerState" => Val::typed("VirtualMachinePowerState", power.into()),
                 "guest.toolsRunningStatus" => Val::string(tools),
+                "runtime.host" => Val::moref("HostSystem", sim.profile.product.host_id()),
                 "runtime" => Val::typed(
                     "VirtualMachineRuntimeInfo",
                     format!(
-                        "{}{}",
+                        "{}{}{}",
+                        moref("host", "HostSystem", sim.profile.product.host_id()),
                         leaf("connectionState", "connected"),
                         leaf("powerState", power)
                     ),
@@ -162,6 +173,7 @@ pub fn property(sim: &Sim, kind: &str, id: &str, path: &str) -> Option<Val> {
             )),
             _ => None,
         },
+        "HostSystem" | "LicenseManager" => crate::host::property(sim, kind, id, path),
         _ => None,
     }
 }
@@ -208,9 +220,9 @@ fn select(sim: &Sim, os: &Node) -> Result<Vec<(String, String)>, Fault> {
     Ok(out)
 }
 
-/// The `objects`/`returnval` elements for a RetrieveProperties(Ex) request.
-pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<String, Fault> {
-    let mut out = String::new();
+/// The `objects`/`returnval` elements for a RetrieveProperties(Ex) request, one per object.
+pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<Vec<String>, Fault> {
+    let mut out = Vec::new();
     for spec in req.all("specSet") {
         for os in spec.all("objectSet") {
             for (kind, id) in select(sim, os)? {
@@ -236,7 +248,7 @@ pub fn retrieve(sim: &Sim, req: &Node, tag: &str) -> Result<String, Fault> {
                         v.encode("val")
                     ));
                 }
-                out.push_str(&format!(
+                out.push(format!(
                     "<{tag}>{}{props}</{tag}>",
                     moref("obj", &kind, &id)
                 ));

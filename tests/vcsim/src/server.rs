@@ -1,50 +1,32 @@
-//! HTTP(S) front: POST /sdk (SOAP), GET /sdk/vimServiceVersions.xml, and the
-//! /guestFile PUT/GET transfers. TLS uses a fresh self-signed certificate.
+//! HTTP(S) front: POST /sdk (SOAP), GET /sdk/vimServiceVersions.xml (as the profile says,
+//! or 404), and the /guestFile PUT/GET transfers, on the SDK listener or, in "ESXi host"
+//! mode, on the host's own listener. TLS uses fresh self-signed certificates. Every answered
+//! request goes to the request log, if one is kept.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::dispatch;
 use crate::model::{Sim, Transfer};
+use crate::record::{Entry, redact_passwords};
 
 /// Largest upload accepted.
 const MAX_UPLOAD: usize = 1 << 30;
 /// Largest SOAP request accepted.
 const MAX_REQUEST: usize = 16 << 20;
 
-const VERSIONS: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
-<namespaces version="1.0">
- <namespace>
-  <name>urn:vim25</name>
-  <version>8.0.2.0</version>
-  <priorVersions>
-   <version>6.0</version>
-   <version>6.5</version>
-   <version>6.7</version>
-   <version>6.7.1</version>
-   <version>6.7.2</version>
-   <version>6.7.3</version>
-   <version>7.0.0.0</version>
-   <version>7.0.1.0</version>
-   <version>7.0.2.0</version>
-   <version>7.0.3.0</version>
-   <version>8.0.0.0</version>
-   <version>8.0.1.0</version>
-  </priorVersions>
- </namespace>
-</namespaces>
-"#;
-
 #[derive(Clone)]
 struct App {
     sim: Sim,
     scheme: &'static str,
+    /// `vcenter` or `esx-host`, for the request log.
+    listener: &'static str,
 }
 
 /// Why the server could not start.
@@ -58,7 +40,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// A self-signed certificate for 127.0.0.1, ::1 and localhost.
+/// A self-signed certificate (for 127.0.0.1, ::1 and localhost unless named otherwise).
 #[derive(Debug, Clone)]
 pub struct SelfSigned {
     /// PEM of the certificate (give it to clients as a CA).
@@ -68,13 +50,14 @@ pub struct SelfSigned {
 }
 
 impl SelfSigned {
-    /// Generate one.
+    /// Generate one for 127.0.0.1, ::1 and localhost.
     pub fn generate() -> Result<Self, ServeError> {
-        let names = vec![
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-            "localhost".to_string(),
-        ];
+        Self::for_names(&["127.0.0.1", "::1", "localhost"])
+    }
+
+    /// Generate one for these names, as an ESXi host's certificate names the host.
+    pub fn for_names(names: &[&str]) -> Result<Self, ServeError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let ck = rcgen::generate_simple_self_signed(names)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
         Ok(Self {
@@ -82,6 +65,16 @@ impl SelfSigned {
             cert_der: ck.cert.der().to_vec(),
             key_der: ck.signing_key.serialize_der(),
         })
+    }
+
+    /// The SHA-1 thumbprint as vCenter writes it (`AA:BB:...`, summary.config.sslThumbprint).
+    pub fn thumbprint_sha1(&self) -> String {
+        let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.cert_der);
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     fn server_config(&self) -> Result<rustls::ServerConfig, ServeError> {
@@ -102,12 +95,16 @@ impl SelfSigned {
     }
 }
 
+/// The SDK listener: SOAP, the version document, and /guestFile unless transfers go to an
+/// "ESXi host" (a vCenter does not serve them itself). Anything else is a recorded 404.
 fn router(app: App) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/sdk", post(soap))
-        .route("/sdk/vimServiceVersions.xml", get(versions))
-        .route("/guestFile", get(download).put(upload))
-        .with_state(app)
+        .route("/sdk/vimServiceVersions.xml", get(versions));
+    if app.sim.profile.esx_host.is_none() {
+        r = r.route("/guestFile", get(download).put(upload));
+    }
+    r.fallback(not_found).with_state(app)
 }
 
 /// Serve on `listener` until the process ends; TLS with `tls` unless `None`.
@@ -116,24 +113,48 @@ pub async fn serve(
     listener: std::net::TcpListener,
     tls: Option<SelfSigned>,
 ) -> Result<(), ServeError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = router(App {
+        sim,
+        scheme,
+        listener: "vcenter",
+    });
+    run(app, listener, tls).await
+}
+
+/// Serve the "ESXi host" of [`crate::profile::EsxHost`] on its own listener: /guestFile
+/// transfers only, over TLS with the host's own certificate.
+pub async fn serve_esx_host(
+    sim: Sim,
+    listener: std::net::TcpListener,
+    tls: SelfSigned,
+) -> Result<(), ServeError> {
+    let app = Router::new()
+        .route("/guestFile", get(download).put(upload))
+        .fallback(not_found)
+        .with_state(App {
+            sim,
+            scheme: "https",
+            listener: "esx-host",
+        });
+    run(app, listener, Some(tls)).await
+}
+
+async fn run(
+    app: Router,
+    listener: std::net::TcpListener,
+    tls: Option<SelfSigned>,
+) -> Result<(), ServeError> {
     listener.set_nonblocking(true)?;
     match tls {
         Some(t) => {
             let cfg =
                 axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(t.server_config()?));
-            let app = router(App {
-                sim,
-                scheme: "https",
-            });
             axum_server::from_tcp_rustls(listener, cfg)
                 .serve(app.into_make_service())
                 .await?;
         }
         None => {
-            let app = router(App {
-                sim,
-                scheme: "http",
-            });
             let l = tokio::net::TcpListener::from_std(listener)?;
             axum::serve(l, app).await?;
         }
@@ -141,8 +162,36 @@ pub async fn serve(
     Ok(())
 }
 
-async fn versions() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/xml")], VERSIONS)
+fn record(app: &App, http: String, status: StatusCode) {
+    app.sim.record(&Entry {
+        listener: app.listener,
+        http,
+        status: status.as_u16(),
+        ..Entry::default()
+    });
+}
+
+async fn versions(State(app): State<App>) -> Response {
+    let http = "GET /sdk/vimServiceVersions.xml".to_string();
+    if app.sim.profile.no_versions_doc {
+        record(&app, http, StatusCode::NOT_FOUND);
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    record(&app, http, StatusCode::OK);
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        app.sim.profile.product.versions_doc(),
+    )
+        .into_response()
+}
+
+async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
+    record(
+        &app,
+        format!("{method} {}", uri.path()),
+        StatusCode::NOT_FOUND,
+    );
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 async fn soap(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
@@ -155,6 +204,15 @@ async fn soap(State(app): State<App>, headers: HeaderMap, body: Body) -> Respons
         .filter_map(|v| v.to_str().ok())
         .find_map(dispatch::session_from_cookie);
     let r = dispatch::handle(&app.sim, app.scheme, session.as_deref(), &bytes).await;
+    let body = String::from_utf8_lossy(&bytes);
+    app.sim.record(&Entry {
+        listener: app.listener,
+        http: "POST /sdk".into(),
+        status: r.status,
+        soap_action: headers.get("soapaction").and_then(|v| v.to_str().ok()),
+        method: Some(r.method.as_str()).filter(|m| !m.is_empty()),
+        body: Some(redact_passwords(&body)),
+    });
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (
         status,
@@ -187,7 +245,19 @@ struct TransferQuery {
     token: Option<String>,
 }
 
-async fn upload(State(app): State<App>, Query(q): Query<TransferQuery>, body: Body) -> Response {
+async fn upload(State(app): State<App>, q: Query<TransferQuery>, body: Body) -> Response {
+    let r = put_file(&app, q, body).await;
+    record(&app, "PUT /guestFile".into(), r.status());
+    r
+}
+
+async fn download(State(app): State<App>, q: Query<TransferQuery>) -> Response {
+    let r = get_file(&app, q).await;
+    record(&app, "GET /guestFile".into(), r.status());
+    r
+}
+
+async fn put_file(app: &App, Query(q): Query<TransferQuery>, body: Body) -> Response {
     let Some(Transfer::Upload { path, mode, size }) =
         q.token.as_deref().and_then(|t| app.sim.take_transfer(t))
     else {
@@ -213,7 +283,7 @@ async fn upload(State(app): State<App>, Query(q): Query<TransferQuery>, body: Bo
     StatusCode::OK.into_response()
 }
 
-async fn download(State(app): State<App>, Query(q): Query<TransferQuery>) -> Response {
+async fn get_file(app: &App, Query(q): Query<TransferQuery>) -> Response {
     let Some(Transfer::Download { path }) =
         q.token.as_deref().and_then(|t| app.sim.take_transfer(t))
     else {

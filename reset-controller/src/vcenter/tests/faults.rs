@@ -103,3 +103,65 @@ fn fault_type_without_xsi_type_and_without_detail() {
     let e = decode_fault(&xml);
     assert_eq!(e.to_string(), "vCenter fault Unknown in M: nope");
 }
+
+#[test]
+fn an_empty_faultstring_leaves_no_dangling_detail() {
+    // Faults vCenter sends without a faultstring (UnknownLicenseProblem on Login was seen).
+    let xml = envelope(
+        r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring></faultstring><detail><UnknownLicenseProblemFault xmlns="urn:vim25" xsi:type="UnknownLicenseProblem"></UnknownLicenseProblemFault></detail></soapenv:Fault>"#,
+    );
+    let cx = Context {
+        method: "Login",
+        ..cx()
+    };
+    let e = match decode_reply(xml.as_bytes(), "Login") {
+        Err(e) => VcError::from_decode(e, cx),
+        Ok(_) => panic!("expected a fault"),
+    };
+    assert_eq!(
+        e.to_string(),
+        "vCenter fault UnknownLicenseProblem in Login"
+    );
+    let xml = envelope(
+        r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>  </faultstring></soapenv:Fault>"#,
+    );
+    assert_eq!(decode_fault(&xml).to_string(), "vCenter fault Unknown in M");
+    // Every fault with an empty faultstring: no message ends in ": ", none has "()".
+    for kind in [
+        "NotAuthenticated",
+        "GuestOperationsUnavailable",
+        "FileNotFound",
+        "GuestPermissionDenied",
+        "GuestProcessNotFound",
+        "MethodNotFound",
+        "RestrictedVersion",
+        "SystemError",
+    ] {
+        let msg = decode_fault(&fault(kind, "", "")).to_string();
+        assert!(
+            !msg.trim_end().ends_with(':') && !msg.contains("()") && !msg.contains(": :"),
+            "{kind}: {msg}"
+        );
+    }
+    match decode_reply(xml.as_bytes(), "M") {
+        Err(e) => assert_eq!(e.to_string(), "SOAP fault Unknown"),
+        Ok(_) => panic!("expected a fault"),
+    }
+}
+
+#[test]
+fn recorded_invalid_login_and_restricted_version() {
+    let body = include_str!("../../../fixtures/pyvmomi/login_invalid_login_vc60.xml");
+    let e = decode_fault(body);
+    assert!(matches!(e, VcError::InvalidLogin { .. }), "{e:?}");
+    let e = decode_fault(&fault(
+        "RestrictedVersion",
+        "Current license or ESXi version prohibits execution of the requested operation.",
+        "",
+    ));
+    assert!(matches!(e, VcError::LicenseRestricted { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("point GOVC_URL at the vCenter"),
+        "{e}"
+    );
+}

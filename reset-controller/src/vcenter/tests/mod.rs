@@ -1,6 +1,7 @@
 //! Encode and decode recorded vim25 XML (fixtures/ and inline envelopes) for every
 //! call and fault the client uses.
 
+mod compat;
 mod faults;
 mod regressions;
 mod replies;

@@ -3,35 +3,6 @@
 use super::*;
 
 #[test]
-fn service_versions() {
-    let doc = br#"<?xml version="1.0" encoding="UTF-8" ?>
-<namespaces version="1.0">
- <namespace>
-  <name>urn:vim25</name>
-  <version>8.0.2.0</version>
-  <priorVersions><version>6.7</version><version>7.0.3.0</version></priorVersions>
- </namespace>
- <namespace><name>urn:pbm</name><version>2.0</version></namespace>
-</namespaces>"#;
-    assert_eq!(
-        super::super::soap::parse_service_versions(doc).as_deref(),
-        Some("8.0.2.0")
-    );
-    assert_eq!(
-        super::super::soap::parse_service_versions(b"<html>404</html>"),
-        None
-    );
-    assert_eq!(
-        super::super::soap::parse_service_versions(b"<namespaces><namespace><name>urn:vim25</name><version>8\"x</version></namespace></namespaces>"),
-        None
-    );
-    assert_eq!(
-        super::super::soap::soap_action("8.0.2.0"),
-        "urn:vim25/8.0.2.0"
-    );
-}
-
-#[test]
 fn service_content_and_login() {
     let reply = decode_reply(
         include_bytes!("../../../fixtures/service_content.xml"),
