@@ -13,6 +13,7 @@
 
 mod cleanup;
 mod cli;
+mod clock;
 use reset_agent::config;
 mod ebpf;
 mod host;
@@ -24,6 +25,8 @@ mod nft;
 mod preflight;
 mod proxy;
 mod report;
+mod requests;
+mod sockdiag;
 
 use clap::Parser;
 use cli::{Cli, Command, FaultArgs};

@@ -6,6 +6,8 @@
 //! instead of `bool`, so the kernel and user space read the same bytes.
 #![no_std]
 
+pub mod request;
+
 /// Name of the tc ingress program (SYN selection, first-byte stamping).
 pub const PROG_INGRESS: &str = "reset_ingress";
 /// Name of the tc egress program (RST observation).
@@ -66,7 +68,8 @@ pub const CTR_SYNS_OUTSIDE_WINDOW: u32 = 5;
 pub const CTR_UNPARSED: u32 = 6;
 /// A selected flow that could not be stored (map insert failed): left unselected.
 pub const CTR_MAP_FULL: u32 = 7;
-pub const CTR_COUNT: u32 = 8;
+/// Slots in `COUNTERS`: these and the request unit's (`request::CTR_*`).
+pub const CTR_COUNT: u32 = 16;
 
 /// `Control::state` values.
 pub const STATE_OBSERVE: u32 = 0;

@@ -18,6 +18,7 @@
 
 mod first_byte;
 mod packet;
+mod request;
 mod select;
 
 use aya_ebpf::{
@@ -49,6 +50,12 @@ static MARK: u32 = 0;
 static HASH_K0: u64 = 0;
 #[unsafe(no_mangle)]
 static HASH_K1: u64 = 0;
+/// `request::UNIT_CONNECTION` or `UNIT_REQUEST`.
+#[unsafe(no_mangle)]
+static UNIT: u32 = 0;
+/// `request::STREAM_DOWNSTREAM` or `STREAM_UPSTREAM`.
+#[unsafe(no_mangle)]
+static STREAM: u32 = 0;
 
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOW_MAP_ENTRIES, 0);
@@ -119,6 +126,9 @@ fn try_egress(ctx: &TcContext) -> Result<i32, i32> {
             return Ok(TC_NEXT);
         }
     };
+    if global(&UNIT) == reset_common::request::UNIT_REQUEST {
+        return Ok(request::egress(ctx, &seg));
+    }
     if !seg.is_rst() {
         return Ok(TC_NEXT);
     }

@@ -15,6 +15,7 @@ const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
+const TCP_FIN: u8 = 0x01;
 
 /// Which side of the service port we look at.
 #[derive(Clone, Copy)]
@@ -33,6 +34,11 @@ pub struct Segment {
     pub server_port: u16,
     pub seq: u32,
     pub flags: u8,
+    /// Offset of the TCP header in the packet.
+    pub l4: usize,
+    /// Offset and length of the TCP payload.
+    pub payload_off: usize,
+    pub payload_len: u32,
 }
 
 impl Segment {
@@ -43,6 +49,10 @@ impl Segment {
 
     pub fn is_rst(&self) -> bool {
         self.flags & TCP_RST != 0
+    }
+
+    pub fn is_fin(&self) -> bool {
+        self.flags & TCP_FIN != 0
     }
 
     pub fn flow_key(&self) -> FlowKey {
@@ -74,7 +84,7 @@ fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, ()> {
 #[inline(always)]
 pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
     let ethertype = u16::from_be(read::<u16>(ctx, 12)?);
-    let (src, dst, l4) = match ethertype {
+    let (src, dst, l4, ip_payload) = match ethertype {
         ETH_P_IP => {
             let ip: [u8; 20] = read(ctx, ETH_HLEN)?;
             let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -90,7 +100,13 @@ pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
             }
             let s = [ip[12], ip[13], ip[14], ip[15]];
             let d = [ip[16], ip[17], ip[18], ip[19]];
-            (FlowKey::mapped_v4(s), FlowKey::mapped_v4(d), ETH_HLEN + ihl)
+            let total = u32::from(u16::from_be_bytes([ip[2], ip[3]]));
+            (
+                FlowKey::mapped_v4(s),
+                FlowKey::mapped_v4(d),
+                ETH_HLEN + ihl,
+                total.saturating_sub(ihl as u32),
+            )
         }
         ETH_P_IPV6 => {
             let ip: [u8; 40] = read(ctx, ETH_HLEN)?;
@@ -102,7 +118,8 @@ pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
             let mut d = [0u8; 16];
             s.copy_from_slice(&ip[8..24]);
             d.copy_from_slice(&ip[24..40]);
-            (s, d, ETH_HLEN + 40)
+            let plen = u32::from(u16::from_be_bytes([ip[4], ip[5]]));
+            (s, d, ETH_HLEN + 40, plen)
         }
         _ => return Ok(None),
     };
@@ -114,6 +131,7 @@ pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
         Direction::FromPort(p) if sport == p => (dst, src, dport, sport),
         _ => return Ok(None),
     };
+    let doff = usize::from(tcp[12] >> 4) * 4;
     Ok(Some(Segment {
         client_addr,
         server_addr,
@@ -121,5 +139,17 @@ pub fn parse(ctx: &TcContext, dir: Direction) -> Result<Option<Segment>, ()> {
         server_port,
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
         flags: tcp[13] & TCP_FIN_SYN_RST_ACK,
+        l4,
+        payload_off: l4 + doff,
+        payload_len: ip_payload.saturating_sub(doff as u32),
     }))
+}
+
+/// The first four payload bytes, when the payload has that many.
+#[inline(always)]
+pub fn payload_start(ctx: &TcContext, seg: &Segment) -> Option<[u8; 4]> {
+    if seg.payload_len < 4 {
+        return None;
+    }
+    read::<[u8; 4]>(ctx, seg.payload_off).ok()
 }

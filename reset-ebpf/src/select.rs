@@ -15,16 +15,23 @@ use reset_common::{
     SYN_WAYS, exact_selects, flow_hash, random_selects, syn_slot,
 };
 
+use reset_common::request::UNIT_REQUEST;
+
 use crate::{
     CONTROL, FLOWS, HASH_K0, HASH_K1, MARK, SELECTION, SEQUENCE, SYN_SEEN, TARGET_PORT, TC_NEXT,
-    TOXICITY_PPM, bump, global,
+    TOXICITY_PPM, UNIT, bump, global,
     packet::{self, Direction, Segment},
+    request,
 };
 
 pub fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
     let port = global(&TARGET_PORT);
+    let request_unit = global(&UNIT) == UNIT_REQUEST;
     let seg = match packet::parse(ctx, Direction::ToPort(port)) {
         Ok(Some(seg)) if seg.is_syn() => seg,
+        Ok(Some(seg)) if request_unit => {
+            return Ok(request::ingress(ctx, &seg, window_open(ctx)));
+        }
         Ok(_) => return Ok(TC_NEXT),
         Err(()) => {
             bump(CTR_UNPARSED);
@@ -33,6 +40,14 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, i32> {
     };
     let window = window_open(ctx);
     let key = seg.flow_key();
+    if request_unit {
+        // New connections are counted as flows; requests are the selections.
+        if window && first_sighting(flow_hash(global(&HASH_K0), global(&HASH_K1), &key, seg.seq)) {
+            bump(CTR_FLOWS_SEEN);
+            request::syn(&key);
+        }
+        return Ok(TC_NEXT);
+    }
     if global(&SELECTION) == SELECTION_EXACT {
         exact(ctx, &seg, &key, window);
     } else {
@@ -185,7 +200,7 @@ fn exact(ctx: &TcContext, seg: &Segment, key: &FlowKey, window: bool) {
 /// `ptr` must point at a valid, 8-byte aligned u64 in a map value.
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
-unsafe fn fetch_add(ptr: *mut u64, add: u64) -> u64 {
+pub(crate) unsafe fn fetch_add(ptr: *mut u64, add: u64) -> u64 {
     let mut value = add;
     // SAFETY: the caller guarantees `ptr`; the instruction only touches that word.
     unsafe {
@@ -200,7 +215,7 @@ unsafe fn fetch_add(ptr: *mut u64, add: u64) -> u64 {
 
 /// Host build (clippy only; the programs never run on the host).
 #[cfg(not(target_arch = "bpf"))]
-unsafe fn fetch_add(ptr: *mut u64, add: u64) -> u64 {
+pub(crate) unsafe fn fetch_add(ptr: *mut u64, add: u64) -> u64 {
     // SAFETY: the caller guarantees `ptr`.
     unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) }
         .fetch_add(add, core::sync::atomic::Ordering::Relaxed)

@@ -6,6 +6,7 @@
 //! the flow map. Userspace mode: all target traffic arrives; the proxy selects, and forwards
 //! unselected connections transparently.
 mod reaper;
+mod relay;
 mod reset;
 mod select;
 
@@ -62,8 +63,13 @@ pub struct ProxyConfig {
 pub struct Stats {
     /// Connections accepted from the redirect (kernel mode: selected ones).
     pub accepted: AtomicU64,
-    /// Userspace mode: connections selected by the proxy.
+    /// Userspace mode: connections (connection unit) or requests (request unit) selected by
+    /// the proxy.
     pub selected: AtomicU64,
+    /// Userspace mode, request unit: requests the relay saw begin.
+    pub requests_seen: AtomicU64,
+    /// Userspace mode, request unit: connections whose first payload was not HTTP/1.
+    pub flows_opaque: AtomicU64,
     /// Userspace mode: unselected connections forwarded.
     pub forwarded: AtomicU64,
     /// Zero-linger closes towards callers (each one is an RST).

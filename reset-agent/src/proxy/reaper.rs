@@ -107,19 +107,7 @@ impl Reaper {
 }
 
 fn run(shared: &(Mutex<State>, Condvar), stats: &Stats) {
-    // Wake up within microseconds of the deadline instead of the default 50 us slack, and
-    // ahead of ordinary threads when the CPU is busy (SCHED_FIFO, lowest real-time priority;
-    // the thread sleeps except for a close() per reset). Both are best effort.
-    let _ = nix::sys::prctl::set_timerslack(1);
-    if let Err(e) = thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        thread_priority::ThreadPriority::Min,
-        thread_priority::ThreadSchedulePolicy::Realtime(
-            thread_priority::RealtimeThreadSchedulePolicy::Fifo,
-        ),
-    ) {
-        tracing::debug!(error = ?e, "reaper stays SCHED_OTHER");
-    }
+    crate::clock::precise_thread();
     let (lock, cv) = shared;
     let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {

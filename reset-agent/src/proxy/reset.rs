@@ -181,24 +181,12 @@ async fn writable_or_pending(up: Option<&TcpStream>) -> std::io::Result<()> {
     }
 }
 
-/// Converts a CLOCK_MONOTONIC timestamp (ns) into an Instant, if it is recent.
+/// A kernel CLOCK_MONOTONIC timestamp as a tokio `Instant`.
 fn wire_instant(mono_ns: u64) -> Option<Instant> {
-    if mono_ns == 0 {
-        return None;
-    }
-    // Read the raw clock first and Instant second: any delay between the two reads makes the
-    // age look smaller, so the deadline errs late, never early.
-    let now_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let now = Instant::now();
-    let now_ns = u64::try_from(now_ns.tv_sec()).ok()? * 1_000_000_000
-        + u64::try_from(now_ns.tv_nsec()).ok()?;
-    let age = std::time::Duration::from_nanos(now_ns.checked_sub(mono_ns)?);
-    (age < std::time::Duration::from_secs(1))
-        .then(|| now.checked_sub(age))
-        .flatten()
+    crate::clock::instant_of_mono_ns(mono_ns).map(Instant::from_std)
 }
 
-async fn wait_abort(phase: &mut watch::Receiver<Phase>) {
+pub(super) async fn wait_abort(phase: &mut watch::Receiver<Phase>) {
     loop {
         if *phase.borrow_and_update() == Phase::Abort {
             return;
