@@ -11,11 +11,14 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, Output};
-use reset_controller::config::MetricsSettings;
+use reset_controller::config::{
+    ConfigError, FaultSettings, MetricsSettings, RunConfig, Targets, VcenterSettings,
+    network_interface,
+};
 use reset_controller::metrics::{Metrics, serve};
 use reset_controller::orchestrate::{self, abort::Abort};
 use reset_controller::output;
-use reset_controller::report::RunReport;
+use reset_controller::report::{RunReport, VmStatus};
 
 /// Exit code after an abort by SIGINT/SIGTERM.
 const EXIT_ABORTED: u8 = 130;
@@ -110,7 +113,7 @@ fn main() -> ExitCode {
 async fn real_main(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => {
-            let cfg = match args.resolve() {
+            let cfg = match RunConfig::resolve(&args.inputs()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -158,10 +161,10 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Preflight(args) => {
             let resolved = (|| {
-                Ok::<_, anyhow::Error>((
-                    args.vc.resolve()?,
-                    args.targets.resolve()?,
-                    args.fault.resolve()?,
+                Ok::<_, ConfigError>((
+                    VcenterSettings::resolve(&args.vc.inputs())?,
+                    Targets::resolve(&args.targets.inputs())?,
+                    FaultSettings::resolve(&args.fault.raw())?,
                 ))
             })();
             let (vc, targets, fault) = match resolved {
@@ -186,8 +189,12 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(print_results(&results, cli.output, "preflight"))
         }
         Command::Cleanup(args) => {
-            let resolved =
-                (|| Ok::<_, anyhow::Error>((args.vc.resolve()?, args.targets.resolve()?)))();
+            let resolved = (|| {
+                Ok::<_, ConfigError>((
+                    VcenterSettings::resolve(&args.vc.inputs())?,
+                    Targets::resolve(&args.targets.inputs())?,
+                ))
+            })();
             let (vc, targets) = match resolved {
                 Ok(r) => r,
                 Err(e) => {
@@ -196,7 +203,7 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let agent = read_agent(&targets.agent)?;
-            let iface = match reset_controller::config::check_interface(&args.network_interface) {
+            let iface = match network_interface(&args.network_interface) {
                 Ok(i) => i,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -250,7 +257,7 @@ fn print_results(results: &[orchestrate::CommandResult], output: Output, what: &
             }
         }
     }
-    if results.iter().all(|r| r.report.status == "ok") && !results.is_empty() {
+    if results.iter().all(|r| r.report.status == VmStatus::Ok) && !results.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,5 +1,9 @@
 //! Flag defaults and parsing.
 
+use std::time::Duration;
+
+use reset_controller::config::{FaultSettings, RunConfig};
+
 use super::*;
 
 #[test]
@@ -18,16 +22,16 @@ fn defaults_match_the_seed() {
     let Command::Run(r) = cli.command else {
         panic!()
     };
-    let f = r.fault.resolve().unwrap();
+    let f = FaultSettings::resolve(&r.fault.raw()).unwrap();
     assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
     assert_eq!(f.network_interface, "ens160");
-    assert_eq!(f.toxicity, 100.0);
+    assert_eq!(f.toxicity.percent(), 100.0);
     assert_eq!(f.reset_timeout, Duration::from_millis(2000));
     assert_eq!(f.total_chaos_duration, Duration::from_secs(30));
-    assert_eq!((r.ramp_time, r.chaos_interval), (0, 10));
+    assert_eq!((r.ramp_time.as_str(), r.chaos_interval), ("0", 10));
     assert!(matches!(r.sequence, SequenceArg::Parallel));
     assert!(r.vc.govc_insecure);
-    assert_eq!(r.targets.vm_user_name, "root");
+    assert_eq!(r.targets.vm_user_name, None, "VM_USER_NAME has no default");
     assert_eq!(r.probe.probe_url, None);
     assert_eq!(
         (r.probe.probe_interval, r.probe.probe_timeout),
@@ -126,6 +130,8 @@ fn secrets_never_show_in_debug_output_or_errors() {
         "u",
         "--vm-name",
         "a",
+        "--vm-user-name",
+        "root",
         "--govc-password-file",
         vc.to_str().unwrap(),
         "--vm-password-file",
@@ -137,7 +143,7 @@ fn secrets_never_show_in_debug_output_or_errors() {
     let Command::Run(r) = cli.command else {
         panic!()
     };
-    let cfg = r.resolve().unwrap();
+    let cfg = RunConfig::resolve(&r.inputs()).unwrap();
     assert_eq!(cfg.vcenter.password.expose(), "vc-Debug-Secret-1");
     let auth = reset_controller::vcenter::GuestAuth {
         user: cfg.targets.guest_user.clone(),
@@ -147,4 +153,34 @@ fn secrets_never_show_in_debug_output_or_errors() {
     assert!(!shown.contains("Debug-Secret"), "{shown}");
     assert!(shown.contains("***"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fault_flags_map_to_the_contracts_raw_settings() {
+    let cli = Cli::try_parse_from([
+        "reset-controller",
+        "run",
+        "--govc-url",
+        "h",
+        "--govc-username",
+        "u",
+        "--vm-name",
+        "a",
+        "--toxicity",
+        "50%",
+        "--stream",
+        "Upstream",
+        "--ramp-time",
+        "3",
+    ])
+    .unwrap();
+    let Command::Run(r) = cli.command else {
+        panic!()
+    };
+    let i = r.inputs();
+    assert_eq!(i.fault.toxicity.as_deref(), Some("50%"));
+    assert_eq!(i.fault.ramp_time.as_deref(), Some("3"));
+    let f = FaultSettings::resolve(&i.fault).unwrap();
+    assert_eq!(f.toxicity.ppm(), 500_000);
+    assert_eq!(f.stream, reset_controller::config::Stream::Upstream);
 }

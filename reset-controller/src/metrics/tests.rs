@@ -85,11 +85,11 @@ fn renders_parseable_text_with_the_recorded_values() {
     });
     m.agent_report("web-01", &AgentReport::from_value(&report).unwrap());
     let url = "http://198.18.0.2/health";
-    m.probe_started(url);
-    m.probe_attempt(url, Outcome::Ok, Duration::from_millis(3));
-    m.probe_attempt(url, Outcome::Reset, Duration::from_millis(2001));
-    m.probe_attempt(url, Outcome::Reset, Duration::from_millis(2002));
-    m.probe_attempt(url, Outcome::OtherError, Duration::from_secs(5));
+    m.started(url);
+    m.attempt(url, Outcome::Ok, Duration::from_millis(3));
+    m.attempt(url, Outcome::Reset, Duration::from_millis(2001));
+    m.attempt(url, Outcome::Reset, Duration::from_millis(2002));
+    m.attempt(url, Outcome::OtherError, Duration::from_secs(5));
 
     let text = m.render();
     let s = parse(&text);
@@ -176,12 +176,12 @@ fn renders_parseable_text_with_the_recorded_values() {
         Some(4.0)
     );
 
-    m.probe_verdict(url, Verdict::Fail);
+    m.verdict(url, Verdict::Fail);
     assert_eq!(
         value(&parse(&m.render()), "reset_peer_probe_verdict", &u),
         Some(0.0)
     );
-    m.probe_verdict(url, Verdict::Pass);
+    m.verdict(url, Verdict::Pass);
     assert_eq!(
         value(&parse(&m.render()), "reset_peer_probe_verdict", &u),
         Some(1.0)
@@ -195,7 +195,7 @@ fn help_and_type_for_every_family() {
     m.phase("vm", Phase::Pending);
     let r = serde_json::json!({"flows_seen": 1, "reset_delay_ms": {"p50": 1.0}});
     m.agent_report("vm", &AgentReport::from_value(&r).unwrap());
-    m.probe_started("http://h/");
+    m.started("http://h/");
     let text = m.render();
     for family in [
         "flows_seen",

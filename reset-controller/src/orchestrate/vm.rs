@@ -10,7 +10,7 @@ use super::launcher::{Launcher, WaitOutcome};
 use super::progress::Progress;
 use super::window::FaultWindow;
 use crate::metrics::{Metrics, Phase};
-use crate::report::{AgentReport, VmReport};
+use crate::report::{AgentReport, VmReport, VmStatus};
 use crate::vcenter::{Guest, VcError};
 
 /// Largest agent report accepted.
@@ -136,7 +136,7 @@ impl VmRun {
         Self {
             report: VmReport {
                 vm: name.to_string(),
-                status: "pending".into(),
+                status: VmStatus::Pending,
                 ..VmReport::default()
             },
             launcher: None,
@@ -154,10 +154,10 @@ impl VmRun {
 
     /// Record the row's status as the VM's final phase in the metrics.
     pub fn record_end(&self) {
-        self.metrics_phase(match self.report.status.as_str() {
-            "ok" => Phase::Done,
-            "aborted" => Phase::Aborted,
-            _ => Phase::Failed,
+        self.metrics_phase(match self.report.status {
+            VmStatus::Ok => Phase::Done,
+            VmStatus::Aborted => Phase::Aborted,
+            VmStatus::Pending | VmStatus::Failed => Phase::Failed,
         });
     }
 
@@ -173,13 +173,12 @@ impl VmRun {
         if self.report.error.is_none() {
             self.report.error = Some(err.to_string());
         }
-        if self.report.status != "aborted" {
+        if self.report.status != VmStatus::Aborted {
             self.report.status = if matches!(err, VmError::Aborted) {
-                "aborted"
+                VmStatus::Aborted
             } else {
-                "failed"
-            }
-            .into();
+                VmStatus::Failed
+            };
         }
         self.phase(&format!("failed: {err}"));
     }
@@ -319,7 +318,7 @@ impl VmRun {
                     .and_then(serde_json::Value::as_bool)
                     == Some(true);
                 if collected.is_ok() && clean {
-                    self.report.status = "ok".into();
+                    self.report.status = VmStatus::Ok;
                     self.phase("agent report says the window ended and cleanup was verified");
                     return Ok(());
                 }
@@ -329,7 +328,7 @@ impl VmRun {
                 });
             }
             WaitOutcome::Aborted => {
-                self.report.status = "aborted".into();
+                self.report.status = VmStatus::Aborted;
                 self.phase("aborting: stopping agent");
                 let code = match tokio::time::timeout(ABORT_BUDGET, l.stop(pid, STOP_GRACE)).await {
                     Ok(Ok(code)) => code,
@@ -366,7 +365,7 @@ impl VmRun {
         let collected = self.collect(&l, &d).await;
         match code {
             Some(0) => collected.map(|()| {
-                self.report.status = "ok".into();
+                self.report.status = VmStatus::Ok;
             }),
             Some(3) if abort.is_set() => collected,
             Some(c) => {
