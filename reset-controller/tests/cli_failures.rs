@@ -202,6 +202,30 @@ fn missing_secrets_and_bad_settings_are_usage_errors() {
         "{}",
         text(&out.stderr)
     );
+    // VM_USER_NAME has no default: a forgotten user name is not silently root.
+    let mut c = controller(
+        &sim.url,
+        &[
+            "run",
+            "--vm-name",
+            "web-01",
+            "--agent",
+            agent.to_str().unwrap(),
+        ],
+    );
+    c.env_remove("VM_USER_NAME");
+    let (out, _) = run_bounded(c, LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("VM_USER_NAME is not set: set it (or --vm-user-name)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        sim.guest_tmp.entries(),
+        Vec::<String>::new(),
+        "nothing contacted"
+    );
     let mut c = controller(
         &sim.url,
         &[
@@ -216,7 +240,9 @@ fn missing_secrets_and_bad_settings_are_usage_errors() {
     let (out, _) = run_bounded(c, LIMIT);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("TOXICITY 150 is out of range"),
+        text(&out.stderr).contains(
+            "TOXICITY must be a percentage from 0 to 100 (up to 4 decimals), got \"150\""
+        ),
         "{}",
         text(&out.stderr)
     );

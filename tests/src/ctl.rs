@@ -45,6 +45,7 @@ impl Vcsim {
             .env("GOVC_URL", &self.0.url)
             .env("GOVC_USERNAME", "admin")
             .env("GOVC_PASSWORD", VC_PASSWORD)
+            .env("VM_USER_NAME", "root")
             .env("VM_PASSWORD", GUEST_PASSWORD)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

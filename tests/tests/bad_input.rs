@@ -311,6 +311,7 @@ fn every_controller_tunable_refused_in_flags_and_env() {
                     .env("GOVC_USERNAME", "admin")
                     .env("GOVC_PASSWORD", "pw-Bad-Input-1")
                     .env("VM_NAME", "vm-a")
+                    .env("VM_USER_NAME", "root")
                     .env("VM_PASSWORD", "pw-Bad-Input-2")
                     .stdin(Stdio::null());
                 if via_flag {

@@ -54,6 +54,7 @@ impl Controller {
             .env("GOVC_URL", &sim.url)
             .env("GOVC_USERNAME", "admin")
             .env("GOVC_PASSWORD", VC_PASSWORD)
+            .env("VM_USER_NAME", "root")
             .env("VM_PASSWORD", GUEST_PASSWORD)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

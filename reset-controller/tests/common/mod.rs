@@ -113,6 +113,7 @@ pub fn controller(url: &str, args: &[&str]) -> Command {
         .env("GOVC_URL", url)
         .env("GOVC_USERNAME", VC_USER)
         .env("GOVC_PASSWORD", VC_PASSWORD)
+        .env("VM_USER_NAME", "root")
         .env("VM_PASSWORD", GUEST_PASSWORD)
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
