@@ -12,6 +12,7 @@
 
 pub mod abort;
 pub mod error;
+pub mod guest_dir;
 pub mod launcher;
 pub mod progress;
 pub mod vm;
