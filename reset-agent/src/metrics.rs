@@ -241,18 +241,16 @@ mod tests {
         });
         m.observe_delay(Duration::from_micros(100_300));
         let text = m.render();
-        let value = |name: &str| -> f64 {
-            text.lines()
-                .find(|l| l.starts_with(name) && l.contains("host=\"vm1\""))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
+        let e = reset_tests::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert!(e.eof, "{text}");
+        let labels = [("host", "vm1"), ("port", "80")];
+        let value = |name: &str| {
+            e.value(name, &labels)
                 .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
         };
         assert_eq!(value("reset_peer_agent_flows_seen_total"), 12.0);
         assert_eq!(value("reset_peer_agent_flows_selected_total"), 4.0);
         assert_eq!(value("reset_peer_agent_held_connections"), 0.0);
         assert_eq!(value("reset_peer_agent_reset_delay_error_ms_count"), 1.0);
-        assert!(text.contains("port=\"80\""));
-        assert!(text.trim_end().ends_with("# EOF"));
     }
 }

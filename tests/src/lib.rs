@@ -8,6 +8,7 @@
 
 pub mod ctl;
 pub mod lab;
+pub mod metrics;
 pub mod proc;
 pub mod sim;
 
