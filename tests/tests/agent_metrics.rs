@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reset_tests::{
     lab::Lab,
     metrics::parse,
-    proc::{Agent, Service, caller},
+    proc::{Agent, caller},
     require_root,
 };
 
@@ -14,8 +14,7 @@ fn agent_metrics_match_the_report() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[

@@ -20,8 +20,8 @@ use std::{
 use anyhow::{Context, bail};
 use reset_tests::{
     bin,
+    guard::Guard,
     lab::{Lab, VM_V4},
-    proc::Service,
     sim::{Credentials, Vcsim},
 };
 use serde_json::Value;
@@ -50,16 +50,6 @@ pub struct DemoArgs {
     pub no_build: bool,
 }
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Relays a child's stderr lines (with a prefix) and keeps the last JSON progress object.
 fn relay(child: &mut Child, prefix: &'static str, echo: bool) -> Arc<Mutex<Value>> {
     let last = Arc::new(Mutex::new(Value::Null));
@@ -77,15 +67,6 @@ fn relay(child: &mut Child, prefix: &'static str, echo: bool) -> Arc<Mutex<Value
         }
     });
     last
-}
-
-/// A fresh random password for the simulator's accounts (never printed).
-fn secret() -> String {
-    let mut buf = [0u8; 12];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut buf);
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
@@ -109,8 +90,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "demo: building the lab: VM {VM} (netns, ens160 {VM_V4}, HTTP service on :80) and a caller namespace"
     );
-    let lab = Lab::new();
-    let service = Service::start(&lab.vm, 80, None);
+    let (lab, service) = Lab::with_service();
     let outcome = drive(args, &lab, &interrupted);
     let keep = args.keep && outcome.is_ok();
     if keep {
@@ -131,18 +111,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result<Outcome> {
-    let (guest_pw, vc_pw) = (secret(), secret());
-    let creds = Credentials {
-        guest: ("root", &guest_pw),
-        vcenter: ("administrator@vsphere.local", &vc_pw),
-    };
-    let vcsim = Vcsim::start(
-        Some(&lab.caller),
-        &[(VM, &lab.vm)],
-        &creds,
-        "reset-peer-demo",
-    )
-    .context("starting vcsim")?;
+    let vcsim = Vcsim::builder()
+        .vm(VM, lab)
+        .inside(&lab.caller)
+        .credentials(Credentials::random())
+        .tmp_prefix("reset-peer-demo")
+        .try_start()
+        .context("starting vcsim")?;
+    let creds = vcsim.credentials().clone();
     let url = vcsim.url.clone();
     eprintln!("demo: vCenter simulator at {url} (inside the caller namespace)");
 
@@ -166,12 +142,12 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GOVC_URL", &url)
-        .env("GOVC_USERNAME", "administrator@vsphere.local")
-        .env("GOVC_PASSWORD", &vc_pw)
+        .env("GOVC_USERNAME", &creds.vc_user)
+        .env("GOVC_PASSWORD", &creds.vc_password)
         .env("GOVC_INSECURE", "true")
         .env("VM_NAME", VM)
-        .env("VM_USER_NAME", "root")
-        .env("VM_PASSWORD", &guest_pw)
+        .env("VM_USER_NAME", &creds.guest_user)
+        .env("VM_PASSWORD", &creds.guest_password)
         .env("TOXICITY", &args.toxicity)
         .env("TOTAL_CHAOS_DURATION", &duration)
         .env("RESET_TIMEOUT", "2000")
@@ -182,9 +158,9 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         "demo: reset-controller run: TOXICITY {}%, RESET_TIMEOUT 2000 ms, TOTAL_CHAOS_DURATION {} s on {VM}",
         args.toxicity, args.duration
     );
-    let mut ctl = Proc(ctl.spawn().context("starting reset-controller")?);
-    let _ctl_log = relay(&mut ctl.0, "[controller]", true);
-    let ctl_stdout = ctl.0.stdout.take().expect("stdout");
+    let mut ctl = Guard::try_spawn(&mut ctl, "reset-controller")?;
+    let _ctl_log = relay(&mut ctl, "[controller]", true);
+    let ctl_stdout = ctl.stdout.take().expect("stdout");
     let ctl_out = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut BufReader::new(ctl_stdout), &mut s);
@@ -197,7 +173,7 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted before the fault started");
         }
-        if let Some(st) = ctl.0.try_wait()? {
+        if let Some(st) = ctl.try_wait()? {
             bail!(
                 "reset-controller exited ({st}) before the fault started: {}",
                 ctl_out.join().unwrap_or_default()
@@ -230,7 +206,7 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
             .as_secs_f64()
     );
     let target = format!("http://{VM_V4}/");
-    let spawn_caller = |extra: &[&str]| -> anyhow::Result<Proc> {
+    let spawn_caller = |extra: &[&str]| -> anyhow::Result<Guard> {
         let mut c = lab.caller.command(bin("caller"));
         c.args([
             "--url",
@@ -246,7 +222,7 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        Ok(Proc(c.spawn()?))
+        Ok(Guard::try_spawn(&mut c, "caller")?)
     };
     let mut naive = spawn_caller(&[
         "--retries",
@@ -266,8 +242,8 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         "--interval-ms",
         "20",
     ])?;
-    let naive_p = relay(&mut naive.0, "[naive]", false);
-    let retry_p = relay(&mut retrying.0, "[retrying]", false);
+    let naive_p = relay(&mut naive, "[naive]", false);
+    let retry_p = relay(&mut retrying, "[retrying]", false);
 
     // Live progress until both callers are done.
     loop {
@@ -276,12 +252,12 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
                 "demo: Ctrl-C: aborting the controller (it terminates the agent and cleans the guest)"
             );
             let _ = std::process::Command::new("kill")
-                .args(["-INT", &ctl.0.id().to_string()])
+                .args(["-INT", &ctl.id().to_string()])
                 .status();
-            let _ = ctl.0.wait();
+            let _ = ctl.wait();
             bail!("interrupted");
         }
-        let done = naive.0.try_wait()?.is_some() && retrying.0.try_wait()?.is_some();
+        let done = naive.try_wait()?.is_some() && retrying.try_wait()?.is_some();
         let left = window.saturating_sub(active_at.elapsed()).as_secs();
         let (n, r) = (
             naive_p.lock().map(|v| v.clone()).unwrap_or_default(),
@@ -329,9 +305,9 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
     );
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &ctl.0.id().to_string()])
+        .args(["-TERM", &ctl.id().to_string()])
         .status();
-    let ctl_status = ctl.0.wait()?;
+    let ctl_status = ctl.wait()?;
     let ctl_stdout = ctl_out.join().unwrap_or_default();
     drop(vcsim);
 
@@ -364,14 +340,14 @@ fn window_open(lab: &Lab) -> bool {
     }
 }
 
-fn read_json(mut p: Proc) -> anyhow::Result<Value> {
+fn read_json(mut p: Guard) -> anyhow::Result<Value> {
     let mut s = String::new();
-    std::io::Read::read_to_string(p.0.stdout.as_mut().expect("stdout"), &mut s)?;
+    std::io::Read::read_to_string(p.stdout.as_mut().expect("stdout"), &mut s)?;
     serde_json::from_str(&s).with_context(|| format!("caller output: {s}"))
 }
 
 /// Waits for the controller's report file (written when the run ends), bounded.
-fn wait_report(path: &PathBuf, ctl: &mut Proc, interrupted: &AtomicBool) -> anyhow::Result<Value> {
+fn wait_report(path: &PathBuf, ctl: &mut Guard, interrupted: &AtomicBool) -> anyhow::Result<Value> {
     let t0 = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(path)
@@ -382,7 +358,7 @@ fn wait_report(path: &PathBuf, ctl: &mut Proc, interrupted: &AtomicBool) -> anyh
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted");
         }
-        if let Some(st) = ctl.0.try_wait()? {
+        if let Some(st) = ctl.try_wait()? {
             std::thread::sleep(Duration::from_millis(200));
             return std::fs::read_to_string(path)
                 .ok()
