@@ -1,8 +1,8 @@
 //! The end-to-end harness, one copy of each piece: network-namespace "VMs" and callers
 //! (`lab`), the process guard and output pump (`guard`), the agent, service and callers run
 //! inside them (`proc`), the vCenter simulator (`sim`) and the controller run against it
-//! (`ctl`), the Prometheus text parser (`metrics`), and the controller's stand-in agent
-//! (`fake_agent`).
+//! (`ctl`), the Prometheus text parser (`metrics`), clap's `--help` read back (`help`), and
+//! the controller's stand-in agent (`fake_agent`).
 //!
 //! Must not: touch anything outside the namespaces it creates, use addresses other than
 //! loopback, 198.18.0.0/15 and 2001:db8::/32, or leave a namespace or process behind (every
@@ -11,6 +11,7 @@
 
 pub mod ctl;
 pub mod guard;
+pub mod help;
 pub mod lab;
 pub mod metrics;
 pub mod proc;
