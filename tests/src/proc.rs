@@ -231,6 +231,20 @@ pub fn curl(ns: &Netns, url: &str) -> Curl {
     }
 }
 
+/// The body of a GET of `url` from `ns` (curl `-sS --fail`, 5 s at most); the error is
+/// curl's message.
+pub fn fetch(ns: &Netns, url: &str) -> Result<String, String> {
+    let out = ns.output("curl", &["-sS", "--fail", "--max-time", "5", url]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Runs the caller binary (tests/src/bin/caller.rs) in `ns` and returns its JSON summary.
 pub fn caller(ns: &Netns, url: &str, args: &[&str]) -> Value {
     let out = ns

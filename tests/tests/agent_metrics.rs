@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reset_tests::{
     lab::Lab,
     metrics::parse,
-    proc::{Agent, caller},
+    proc::{Agent, caller, fetch},
     require_root,
 };
 
@@ -39,9 +39,7 @@ fn agent_metrics_match_the_report() {
     // The kernel counters are copied into the metrics every 500 ms: poll, bounded.
     let start = Instant::now();
     let metrics = loop {
-        let text = lab
-            .vm
-            .stdout("curl", &["-sS", "http://127.0.0.1:9464/metrics"]);
+        let text = fetch(&lab.vm, "http://127.0.0.1:9464/metrics").unwrap();
         let m = parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
         if m.sum("reset_peer_agent_flows_seen_total", &[]) == Some(100.0)
             && m.sum("reset_peer_agent_resets_observed_total", &[]) == Some(50.0)

@@ -11,7 +11,24 @@ use reset_tests::{
     ctl::{Controller, assert_no_secret_in_guest, injected, phase_ms, two_vms, wait_injected},
     proc::curl,
     require_root,
+    sim::Vcsim,
 };
+
+/// `run` on both VMs with the real agent and `extra` flags, the report as JSON on stdout.
+fn run_on_both(sim: &Vcsim, extra: &[&str]) -> Controller {
+    let agent = bin("reset-agent");
+    let mut args = vec![
+        "--output",
+        "json",
+        "run",
+        "--vm-name",
+        "vm-a,vm-b",
+        "--agent",
+        agent.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Controller::spawn(sim.controller(&args))
+}
 
 /// Shown 3, parallel: both VMs at once; TOXICITY 50 with exact selection resets
 /// exactly half of each VM's new connections; reports collected; both guests clean.
@@ -21,24 +38,19 @@ fn parallel_run_resets_at_toxicity_in_both_vms() {
         return;
     }
     let ((a, _sa), (b, _sb), sim) = two_vms();
-    let agent = bin("reset-agent");
-    let child = Controller::spawn(sim.controller(&[
-        "--output",
-        "json",
-        "run",
-        "--vm-name",
-        "vm-a,vm-b",
-        "--agent",
-        agent.to_str().unwrap(),
-        "--toxicity",
-        "50",
-        "--selection",
-        "exact",
-        "--reset-timeout",
-        "200",
-        "--total-chaos-duration",
-        "6",
-    ]));
+    let child = run_on_both(
+        &sim,
+        &[
+            "--toxicity",
+            "50",
+            "--selection",
+            "exact",
+            "--reset-timeout",
+            "200",
+            "--total-chaos-duration",
+            "6",
+        ],
+    );
     wait_injected(&a, Duration::from_secs(20));
     wait_injected(&b, Duration::from_secs(5));
     assert_no_secret_in_guest(&a, &sim);
@@ -88,26 +100,21 @@ fn serial_run_injects_one_vm_after_the_other() {
         return;
     }
     let ((a, _sa), (b, _sb), sim) = two_vms();
-    let agent = bin("reset-agent");
-    let child = Controller::spawn(sim.controller(&[
-        "--output",
-        "json",
-        "run",
-        "--vm-name",
-        "vm-a,vm-b",
-        "--agent",
-        agent.to_str().unwrap(),
-        "--sequence",
-        "serial",
-        "--toxicity",
-        "100",
-        "--reset-timeout",
-        "200",
-        "--total-chaos-duration",
-        "3",
-        "--chaos-interval",
-        "2",
-    ]));
+    let child = run_on_both(
+        &sim,
+        &[
+            "--sequence",
+            "serial",
+            "--toxicity",
+            "100",
+            "--reset-timeout",
+            "200",
+            "--total-chaos-duration",
+            "3",
+            "--chaos-interval",
+            "2",
+        ],
+    );
     wait_injected(&a, Duration::from_secs(20));
     assert!(!injected(&b), "serial: vm-b must wait for vm-a");
     assert_eq!(curl(&a.caller, &a.url(false, 80, "/")).exit, 56);
@@ -142,18 +149,7 @@ fn abort_mid_window_leaves_clean_guests_and_partial_reports() {
         return;
     }
     let ((a, _sa), (b, _sb), sim) = two_vms();
-    let agent = bin("reset-agent");
-    let child = Controller::spawn(sim.controller(&[
-        "--output",
-        "json",
-        "run",
-        "--vm-name",
-        "vm-a,vm-b",
-        "--agent",
-        agent.to_str().unwrap(),
-        "--total-chaos-duration",
-        "120",
-    ]));
+    let child = run_on_both(&sim, &["--total-chaos-duration", "120"]);
     wait_injected(&a, Duration::from_secs(20));
     wait_injected(&b, Duration::from_secs(5));
     let t = Instant::now();

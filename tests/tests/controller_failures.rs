@@ -2,6 +2,7 @@
 //! agent runs gives a clear message, a failed row and a non-zero exit, and
 //! nothing is left in the guest. The simulator's VMs run the stand-in agent on this host.
 
+use std::process::Command;
 use std::time::Duration;
 
 use reset_tests::{
@@ -186,60 +187,44 @@ fn tls_is_verified_when_govc_insecure_is_false() {
 #[test]
 fn missing_secrets_and_bad_settings_are_usage_errors() {
     let sim = Vcsim::builder().host_vm("web-01").start();
-    let agent = fake_agent();
-    let mut c = sim.controller(&[
-        "run",
-        "--vm-name",
-        "web-01",
-        "--agent",
-        agent.to_str().unwrap(),
-    ]);
-    c.env_remove("VM_PASSWORD");
-    let out = run_bounded(c, LIMIT);
-    assert_eq!(out.code(), Some(2));
-    assert!(
-        out.stderr.contains("VM_PASSWORD is not set"),
-        "{}",
+    // `run` on web-01 as `change` leaves it: a usage error (exit 2); its stderr.
+    let usage_error = |change: &dyn Fn(&mut Command)| {
+        let agent = fake_agent();
+        let mut c = sim.controller(&[
+            "run",
+            "--vm-name",
+            "web-01",
+            "--agent",
+            agent.to_str().unwrap(),
+        ]);
+        change(&mut c);
+        let out = run_bounded(c, LIMIT);
+        assert_eq!(out.code(), Some(2), "{}", out.stderr);
         out.stderr
-    );
+    };
+    let err = usage_error(&|c| {
+        c.env_remove("VM_PASSWORD");
+    });
+    assert!(err.contains("VM_PASSWORD is not set"), "{err}");
     // VM_USER_NAME has no default: a forgotten user name is not silently root.
-    let mut c = sim.controller(&[
-        "run",
-        "--vm-name",
-        "web-01",
-        "--agent",
-        agent.to_str().unwrap(),
-    ]);
-    c.env_remove("VM_USER_NAME");
-    let out = run_bounded(c, LIMIT);
-    assert_eq!(out.code(), Some(2));
+    let err = usage_error(&|c| {
+        c.env_remove("VM_USER_NAME");
+    });
     assert!(
-        out.stderr
-            .contains("VM_USER_NAME is not set: set it (or --vm-user-name)"),
-        "{}",
-        out.stderr
+        err.contains("VM_USER_NAME is not set: set it (or --vm-user-name)"),
+        "{err}"
     );
     assert_eq!(
         sim.guest_tmp.entries(),
         Vec::<String>::new(),
         "nothing contacted"
     );
-    let mut c = sim.controller(&[
-        "run",
-        "--vm-name",
-        "web-01",
-        "--agent",
-        agent.to_str().unwrap(),
-    ]);
-    c.env("TOXICITY", "150");
-    let out = run_bounded(c, LIMIT);
-    assert_eq!(out.code(), Some(2));
+    let err = usage_error(&|c| {
+        c.env("TOXICITY", "150");
+    });
     assert!(
-        out.stderr.contains(
-            "TOXICITY must be a percentage from 0 to 100 (up to 4 decimals), got \"150\""
-        ),
-        "{}",
-        out.stderr
+        err.contains("TOXICITY must be a percentage from 0 to 100 (up to 4 decimals), got \"150\""),
+        "{err}"
     );
     let c = sim.controller(&["run", "--vm-name", "web-01", "--vm-password", "x"]);
     let out = run_bounded(c, LIMIT);

@@ -15,6 +15,7 @@ use reset_tests::{
     ctl::{Controller, Finished},
     lab::Lab,
     metrics::{Exposition, parse},
+    proc::fetch,
     require_root,
     sim::Vcsim,
 };
@@ -25,22 +26,8 @@ const METRICS_ADDR: &str = "127.0.0.1:9464";
 const EXIT_PROBE_FAILED: i32 = 3;
 
 fn scrape(lab: &Lab) -> Exposition {
-    let out = lab.caller.output(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-            &format!("http://{METRICS_ADDR}/metrics"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "scrape failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8 exposition");
+    let text = fetch(&lab.caller, &format!("http://{METRICS_ADDR}/metrics"))
+        .unwrap_or_else(|e| panic!("scrape failed: {e}"));
     let m = parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
     assert!(m.eof, "{text}");
     m

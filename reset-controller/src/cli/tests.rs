@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use reset_controller::config::{FaultSettings, RunConfig};
+use reset_controller::config::{FaultSettings, RunConfig, Stream};
 
 use super::*;
 
-#[test]
-fn defaults_match_the_seed() {
-    let cli = Cli::try_parse_from([
+/// `reset-controller run` with the required flags (VM `a`, or `vms`) and `extra`.
+fn try_run(vms: &str, extra: &[&str]) -> Result<RunArgs, clap::Error> {
+    let mut argv = vec![
         "reset-controller",
         "run",
         "--govc-url",
@@ -16,12 +16,22 @@ fn defaults_match_the_seed() {
         "--govc-username",
         "u",
         "--vm-name",
-        "a,b",
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
+        vms,
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv)?.command {
+        Command::Run(r) => Ok(r),
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn run(extra: &[&str]) -> RunArgs {
+    try_run("a", extra).unwrap()
+}
+
+#[test]
+fn defaults_match_the_seed() {
+    let r = try_run("a,b", &[]).unwrap();
     let f = FaultSettings::resolve(&r.fault.raw()).unwrap();
     assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
     assert_eq!(f.network_interface, "ens160");
@@ -46,15 +56,7 @@ fn defaults_match_the_seed() {
 
 #[test]
 fn probe_and_metrics_flags() {
-    let cli = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "h",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
+    let r = run(&[
         "--probe-url",
         "http://198.18.0.2/health",
         "--probe-interval",
@@ -65,11 +67,7 @@ fn probe_and_metrics_flags() {
         "[::1]:9464",
         "--metrics-linger",
         "7",
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
+    ]);
     assert_eq!(r.probe.probe_interval, 200);
     assert_eq!(r.probe.probe_max_error_percent, 0.5);
     assert_eq!(
@@ -77,37 +75,14 @@ fn probe_and_metrics_flags() {
         Some("[::1]:9464".parse().unwrap())
     );
     assert_eq!(r.metrics.metrics_linger, 7);
-    let bad = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "h",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
-        "--metrics-listen",
-        "9464",
-    ]);
+    let bad = try_run("a", &["--metrics-listen", "9464"]);
     assert!(bad.is_err(), "METRICS_LISTEN needs an address and a port");
 }
 
 #[test]
 fn there_is_no_password_flag() {
     for flag in ["--vm-password", "--govc-password", "--password"] {
-        let r = Cli::try_parse_from([
-            "reset-controller",
-            "run",
-            "--govc-url",
-            "h",
-            "--govc-username",
-            "u",
-            "--vm-name",
-            "a",
-            flag,
-            "x",
-        ]);
-        assert!(r.is_err(), "{flag} must not exist");
+        assert!(try_run("a", &[flag, "x"]).is_err(), "{flag} must not exist");
     }
 }
 
@@ -121,15 +96,7 @@ fn secrets_never_show_in_debug_output_or_errors() {
     std::fs::write(&vc, "vc-Debug-Secret-1\n").unwrap();
     std::fs::write(&guest, "guest-Debug-Secret-2\n").unwrap();
     let agent = std::env::current_exe().unwrap();
-    let cli = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "https://vc.example/sdk",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
+    let mut r = run(&[
         "--vm-user-name",
         "root",
         "--govc-password-file",
@@ -138,11 +105,8 @@ fn secrets_never_show_in_debug_output_or_errors() {
         guest.to_str().unwrap(),
         "--agent",
         agent.to_str().unwrap(),
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
+    ]);
+    r.vc.govc_url = "https://vc.example/sdk".into();
     let cfg = RunConfig::resolve(&r.inputs()).unwrap();
     assert_eq!(cfg.vcenter.password.expose(), "vc-Debug-Secret-1");
     let auth = reset_controller::vcenter::GuestAuth {
@@ -157,30 +121,18 @@ fn secrets_never_show_in_debug_output_or_errors() {
 
 #[test]
 fn fault_flags_map_to_the_contracts_raw_settings() {
-    let cli = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "h",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
+    let r = run(&[
         "--toxicity",
         "50%",
         "--stream",
         "Upstream",
         "--ramp-time",
         "3",
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
+    ]);
     let i = r.inputs();
     assert_eq!(i.fault.toxicity.as_deref(), Some("50%"));
     assert_eq!(i.fault.ramp_time.as_deref(), Some("3"));
     let f = FaultSettings::resolve(&i.fault).unwrap();
     assert_eq!(f.toxicity.ppm(), 500_000);
-    assert_eq!(f.stream, reset_controller::config::Stream::Upstream);
+    assert_eq!(f.stream, Stream::Upstream);
 }

@@ -25,6 +25,7 @@ use std::{
 use anyhow::{Context, bail};
 use reset_tests::{
     lab::{Lab, VM_V4},
+    proc::fetch,
     sim::{Credentials, Vcsim},
 };
 
@@ -122,7 +123,8 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
     // cleanup; it then lingers serving metrics for a scrape.
     eprintln!("demo: callers done; waiting for the controller's report");
     let report = ctl.wait_report(&report_path, interrupted)?;
-    let metrics = scrape_metrics(lab);
+    // As a scraper in the caller namespace sees it; a failed scrape fails the metrics check.
+    let metrics = fetch(&lab.caller, &format!("http://{METRICS}/metrics")).unwrap_or_default();
     let (controller_exit, controller_table) = ctl.stop()?;
     drop(vcsim);
     let left = lab.leftovers();
@@ -141,20 +143,6 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
             Err(left.join("; "))
         },
     }))
-}
-
-/// The controller's metrics endpoint, as a scraper in the caller namespace sees it.
-fn scrape_metrics(lab: &Lab) -> String {
-    let out = lab.caller.output(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "5",
-            &format!("http://{METRICS}/metrics"),
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn print_keep(lab: &Lab) {
