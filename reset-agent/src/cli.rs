@@ -51,7 +51,8 @@ pub struct CleanupArgs {
 }
 
 /// The fault tunables. No clap defaults here: a value left out falls back to the config file,
-/// then to the documented default (see `config::Defaults`).
+/// then to the settings contract's default (`reset_common::settings`), which the bracketed
+/// defaults below state (the README check holds them to it).
 #[derive(Args, Debug)]
 pub struct FaultArgs {
     /// Service port whose new connections are reset [default: 80].

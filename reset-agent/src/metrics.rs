@@ -173,11 +173,47 @@ impl Metrics {
     }
 }
 
+/// How long the accept loop waits after a failed accept: doubling from 10 ms to 1 s while
+/// accept keeps failing (EMFILE/ENFILE when the held connections use every descriptor,
+/// ENOBUFS, ...), back to the start after a success. Without it a persistent error spins a
+/// core, and that core is the one the proxy needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Backoff {
+        Backoff(Duration::ZERO)
+    }
+
+    /// The wait after one more failure.
+    fn failed(&mut self) -> Duration {
+        self.0 = (self.0 * 2).clamp(Self::FIRST, Self::MAX);
+        self.0
+    }
+
+    fn succeeded(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}
+
 /// Serves GET /metrics until the task is aborted.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    let mut backoff = Backoff::new();
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
+        let mut s = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.succeeded();
+                s
+            }
+            Err(e) => {
+                let wait = backoff.failed();
+                debug!(error = %e, ?wait, "metrics accept failed; retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
         };
         let m = metrics.clone();
         tokio::spawn(async move {
@@ -241,18 +277,65 @@ mod tests {
         });
         m.observe_delay(Duration::from_micros(100_300));
         let text = m.render();
-        let value = |name: &str| -> f64 {
-            text.lines()
-                .find(|l| l.starts_with(name) && l.contains("host=\"vm1\""))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
+        let e = reset_tests::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert!(e.eof, "{text}");
+        let labels = [("host", "vm1"), ("port", "80")];
+        let value = |name: &str| {
+            e.value(name, &labels)
                 .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
         };
         assert_eq!(value("reset_peer_agent_flows_seen_total"), 12.0);
         assert_eq!(value("reset_peer_agent_flows_selected_total"), 4.0);
         assert_eq!(value("reset_peer_agent_held_connections"), 0.0);
         assert_eq!(value("reset_peer_agent_reset_delay_error_ms_count"), 1.0);
-        assert!(text.contains("port=\"80\""));
-        assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn accept_failures_back_off_then_reset() {
+        let mut b = Backoff::new();
+        let waits: Vec<u64> = (0..9).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.succeeded();
+        assert_eq!(b.failed(), Backoff::FIRST);
+    }
+
+    /// A listener whose accept fails at once and for ever (a socket that never listened;
+    /// accept then says EINVAL, as it says EMFILE while every descriptor is in use).
+    fn failing_listener() -> TcpListener {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        sock.set_nonblocking(true).unwrap();
+        TcpListener::from_std(std::net::TcpListener::from(sock)).unwrap()
+    }
+
+    /// Ten seconds of serving on a failing accept, in paused (auto-advancing) time: they pass
+    /// only if the loop sleeps between tries. A loop that spins never yields, its runtime
+    /// never gets to the end, and the test fails after 10 s of real time.
+    #[test]
+    fn a_failing_accept_does_not_spin() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = failing_listener();
+                assert!(listener.accept().await.is_err(), "accept must fail here");
+                let m = Metrics::new("vm1", 80, Duration::from_millis(100));
+                let served = tokio::spawn(serve(listener, m));
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                assert!(!served.is_finished());
+                served.abort();
+            });
+            let _ = done.send(());
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the metrics accept loop spins on a failing accept"
+        );
     }
 }

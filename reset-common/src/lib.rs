@@ -6,6 +6,12 @@
 //! instead of `bool`, so the kernel and user space read the same bytes.
 #![no_std]
 
+// The settings contract of the two user-space binaries (std, serde); never built for the kernel.
+#[cfg(feature = "settings")]
+extern crate std;
+#[cfg(feature = "settings")]
+pub mod settings;
+
 pub mod request;
 
 /// Name of the tc ingress program (SYN selection, first-byte stamping).

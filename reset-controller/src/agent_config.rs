@@ -1,16 +1,17 @@
-//! The agent's config file (`agent.toml`), rendered from [`FaultSettings`]. It holds
-//! fault tunables only: no vCenter or guest secret ever goes into it.
+//! The agent's config file (`agent.toml`), rendered from [`FaultSettings`] with the keys of
+//! the settings contract (tests/tests/settings_contract.rs parses it back with the agent's
+//! own parser). It holds fault tunables only: no vCenter or guest secret ever goes into it.
 
 use serde::Serialize;
 
-use crate::config::{FaultSettings, Mode, Selection, Stream};
+use crate::config::{FaultSettings, Mode, Selection, Stream, Toxicity};
 
 #[derive(Serialize)]
 struct AgentToml {
     target_service_port: u16,
     proxy_port: u16,
     network_interface: String,
-    toxicity: f64,
+    toxicity: Toxicity,
     reset_timeout: u64,
     total_chaos_duration: u64,
     ramp_time: u64,
@@ -40,23 +41,17 @@ pub fn render(f: &FaultSettings) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+    use crate::config::RawSettings;
 
     #[test]
     fn renders_every_key() {
-        let f = FaultSettings {
-            target_service_port: 80,
-            proxy_port: 8080,
-            network_interface: "ens160".into(),
-            toxicity: 12.5,
-            reset_timeout: Duration::from_millis(2000),
-            total_chaos_duration: Duration::from_secs(30),
-            stream: Stream::Downstream,
-            selection: Selection::Exact,
-            mode: Mode::Auto,
-        };
+        let f = FaultSettings::resolve(&RawSettings {
+            toxicity: Some("12.5".into()),
+            selection: Some("exact".into()),
+            ..RawSettings::default()
+        })
+        .unwrap();
         let s = render(&f);
         let v: toml::Table = toml::from_str(&s).unwrap();
         assert_eq!(v["target_service_port"].as_integer(), Some(80));

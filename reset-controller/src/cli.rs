@@ -1,6 +1,9 @@
 //! Command-line parsing (clap): the only place that knows flags. Every flag also
 //! reads the environment variable named in capitals. Passwords have no flag: they
-//! come from GOVC_PASSWORD / VM_PASSWORD or from a file named by a flag.
+//! come from GOVC_PASSWORD / VM_PASSWORD or from a file named by a flag. This file only
+//! maps flags into the library's inputs (`config::RunInputs` and its parts); the library
+//! resolves and checks them, the fault's tunables with the settings contract the agent uses,
+//! whose defaults the flags below show.
 //!
 //! Exit codes of `run`: 0 every VM ok (and the probe, if any, passed); 1 a VM
 //! failed, or the controller could not start (agent binary unreadable,
@@ -10,17 +13,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, Result};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use reset_common::settings;
 use reset_controller::config::{
-    self, FaultSettings, MetricsSettings, Mode, RunConfig, Selection, Sequence, Stream, Targets,
-    VcenterSettings,
+    MetricsSettings, ProbeInputs, RawSettings, RunInputs, Sequence, TargetInputs, VcenterInputs,
 };
-use reset_controller::vcenter::{ConnectOptions, Reconnect};
 
 /// Inject HTTP "connection reset by peer" faults into vSphere VMs through VMware
 /// Tools guest operations.
@@ -88,9 +88,9 @@ pub struct TargetArgs {
     /// Comma-separated VM names.
     #[arg(long, env = "VM_NAME")]
     pub vm_name: String,
-    /// Guest user; not root means the agent runs through `sudo -n`.
-    #[arg(long, env = "VM_USER_NAME", default_value = "root")]
-    pub vm_user_name: String,
+    /// Guest user (required: no default); not root means the agent runs through `sudo -n`.
+    #[arg(long, env = "VM_USER_NAME")]
+    pub vm_user_name: Option<String>,
     /// File holding the guest password (else VM_PASSWORD is read).
     #[arg(long, env = "VM_PASSWORD_FILE")]
     pub vm_password_file: Option<PathBuf>,
@@ -103,65 +103,36 @@ pub struct TargetArgs {
     pub guest_files_ttl: u64,
 }
 
-/// The fault's tunables.
+/// The fault's tunables: text, read by the settings contract (as the agent reads them).
 #[derive(Debug, Args)]
 pub struct FaultArgs {
     /// Port of the service whose connections are reset.
-    #[arg(long, env = "TARGET_SERVICE_PORT", default_value_t = 80)]
-    pub target_service_port: u16,
+    #[arg(long, env = "TARGET_SERVICE_PORT", default_value = settings::TARGET_SERVICE_PORT.default, allow_hyphen_values = true)]
+    pub target_service_port: String,
     /// Port of the agent's proxy.
-    #[arg(long, env = "PROXY_PORT", default_value_t = 8080)]
-    pub proxy_port: u16,
+    #[arg(long, env = "PROXY_PORT", default_value = settings::PROXY_PORT.default, allow_hyphen_values = true)]
+    pub proxy_port: String,
     /// Guest interface the traffic arrives on.
-    #[arg(long, env = "NETWORK_INTERFACE", default_value = "ens160")]
+    #[arg(long, env = "NETWORK_INTERFACE", default_value = settings::NETWORK_INTERFACE.default)]
     pub network_interface: String,
-    /// Percent of new connections reset (0-100, decimals allowed).
-    #[arg(long, env = "TOXICITY", default_value_t = 100.0)]
-    pub toxicity: f64,
+    /// Percent of new connections reset (0-100, up to 4 decimals; `50%` is read as 50).
+    #[arg(long, env = "TOXICITY", default_value = settings::TOXICITY.default, allow_hyphen_values = true)]
+    pub toxicity: String,
     /// Milliseconds from the first request byte to the reset.
-    #[arg(long, env = "RESET_TIMEOUT", default_value_t = 2000)]
-    pub reset_timeout: u64,
+    #[arg(long, env = "RESET_TIMEOUT", default_value = settings::RESET_TIMEOUT.default, allow_hyphen_values = true)]
+    pub reset_timeout: String,
     /// Seconds each VM gets the fault.
-    #[arg(long, env = "TOTAL_CHAOS_DURATION", default_value_t = 30)]
-    pub total_chaos_duration: u64,
-    /// Withhold the response (downstream) or the request (upstream).
-    #[arg(long, env = "STREAM", value_enum, default_value_t = StreamArg::Downstream)]
-    pub stream: StreamArg,
-    /// Random per-connection draw, or exactly floor(n*p).
-    #[arg(long, env = "SELECTION", value_enum, default_value_t = SelectionArg::Random)]
-    pub selection: SelectionArg,
-    /// Agent data path.
-    #[arg(long, env = "MODE", value_enum, default_value_t = ModeArg::Auto)]
-    pub mode: ModeArg,
-}
-
-/// `--stream`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum StreamArg {
-    /// Forward the request, withhold the response.
-    Downstream,
-    /// Withhold the request.
-    Upstream,
-}
-
-/// `--selection`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SelectionArg {
-    /// Per-connection random draw.
-    Random,
-    /// Exact proportion.
-    Exact,
-}
-
-/// `--mode`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ModeArg {
-    /// Kernel when possible.
-    Auto,
-    /// eBPF only.
-    Kernel,
-    /// Userspace only.
-    Userspace,
+    #[arg(long, env = "TOTAL_CHAOS_DURATION", default_value = settings::TOTAL_CHAOS_DURATION.default, allow_hyphen_values = true)]
+    pub total_chaos_duration: String,
+    /// downstream: withhold the response; upstream: withhold the request.
+    #[arg(long, env = "STREAM", default_value = settings::STREAM.default)]
+    pub stream: String,
+    /// random: a per-connection draw; exact: exactly floor(n*p) of n connections.
+    #[arg(long, env = "SELECTION", default_value = settings::SELECTION.default)]
+    pub selection: String,
+    /// Agent data path: auto, kernel or userspace.
+    #[arg(long, env = "MODE", default_value = settings::MODE.default)]
+    pub mode: String,
 }
 
 /// `--sequence`.
@@ -183,8 +154,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub fault: FaultArgs,
     /// Seconds waited before the first injection and after the last.
-    #[arg(long, env = "RAMP_TIME", default_value_t = 0)]
-    pub ramp_time: u64,
+    #[arg(long, env = "RAMP_TIME", default_value = settings::RAMP_TIME.default, allow_hyphen_values = true)]
+    pub ramp_time: String,
     /// Seconds between VMs in serial mode.
     #[arg(long, env = "CHAOS_INTERVAL", default_value_t = 10)]
     pub chaos_interval: u64,
@@ -253,142 +224,81 @@ pub struct CleanupArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Guest interface whose leftover tc filters (kernels < 6.6) are removed.
-    #[arg(long, env = "NETWORK_INTERFACE", default_value = "ens160")]
+    #[arg(long, env = "NETWORK_INTERFACE", default_value = settings::NETWORK_INTERFACE.default)]
     pub network_interface: String,
 }
 
 impl VcArgs {
-    /// Resolve, reading GOVC_PASSWORD from the environment or the file.
-    pub fn resolve(&self) -> Result<VcenterSettings> {
-        if let Err(e) = reset_controller::vcenter::client::sdk_url(&self.govc_url) {
-            return Err(config::ConfigError::BadUrl(e.to_string()).into());
-        }
-        Ok(VcenterSettings {
-            connect: ConnectOptions {
-                url: self.govc_url.clone(),
-                insecure: self.govc_insecure,
-                ca_certs: self.govc_tls_ca_certs.clone(),
-            },
+    /// The vCenter settings as given.
+    pub fn inputs(&self) -> VcenterInputs {
+        VcenterInputs {
+            url: self.govc_url.clone(),
             user: self.govc_username.clone(),
-            password: config::read_secret("GOVC_PASSWORD", self.govc_password_file.as_deref())?,
-            reconnect: Reconnect {
-                budget: Duration::from_secs(self.vc_reconnect_timeout),
-            },
-        })
+            password_file: self.govc_password_file.clone(),
+            insecure: self.govc_insecure,
+            ca_certs: self.govc_tls_ca_certs.clone(),
+            reconnect_timeout_s: self.vc_reconnect_timeout,
+        }
     }
 }
 
 impl TargetArgs {
-    /// Resolve, reading VM_PASSWORD from the environment or the file.
-    pub fn resolve(&self) -> Result<Targets> {
-        let agent = match &self.agent {
-            Some(p) => p.clone(),
-            None => reset_controller::agent_binary::default_agent(
-                &std::env::current_exe()
-                    .context("cannot locate the controller's own executable; pass --agent PATH")?,
-            )
-            .map_err(|e| config::ConfigError::NoPortableAgent(e.to_string()))?,
-        };
-        if !agent.is_file() {
-            return Err(config::ConfigError::NoAgent(agent.display().to_string()).into());
+    /// The VMs and guest login as given.
+    pub fn inputs(&self) -> TargetInputs {
+        TargetInputs {
+            vm_names: self.vm_name.clone(),
+            user: self.vm_user_name.clone(),
+            password_file: self.vm_password_file.clone(),
+            agent: self.agent.clone(),
+            guest_files_ttl_s: self.guest_files_ttl,
         }
-        Ok(Targets {
-            vms: config::parse_vm_names(&self.vm_name)?,
-            guest_user: self.vm_user_name.clone(),
-            guest_password: config::read_secret("VM_PASSWORD", self.vm_password_file.as_deref())?,
-            agent,
-            guest_files_ttl: Duration::from_secs(self.guest_files_ttl),
-        })
     }
 }
 
 impl FaultArgs {
-    /// Validate.
-    pub fn resolve(&self) -> Result<FaultSettings> {
-        let target = config::check_port("TARGET_SERVICE_PORT", self.target_service_port)?;
-        let proxy = config::check_port("PROXY_PORT", self.proxy_port)?;
-        if proxy == target {
-            return Err(config::ConfigError::SamePorts(self.proxy_port).into());
+    /// The fault's tunables as typed (RAMP_TIME is `run`'s).
+    pub fn raw(&self) -> RawSettings {
+        RawSettings {
+            target_service_port: Some(self.target_service_port.clone()),
+            proxy_port: Some(self.proxy_port.clone()),
+            network_interface: Some(self.network_interface.clone()),
+            toxicity: Some(self.toxicity.clone()),
+            reset_timeout: Some(self.reset_timeout.clone()),
+            total_chaos_duration: Some(self.total_chaos_duration.clone()),
+            ramp_time: None,
+            stream: Some(self.stream.clone()),
+            selection: Some(self.selection.clone()),
+            mode: Some(self.mode.clone()),
         }
-        let reset_ms = config::check_range(
-            "RESET_TIMEOUT",
-            self.reset_timeout,
-            0,
-            config::MAX_RESET_TIMEOUT_MS,
-            "whole milliseconds from 0 to 3600000",
-        )?;
-        let window_s = config::check_range(
-            "TOTAL_CHAOS_DURATION",
-            self.total_chaos_duration,
-            1,
-            config::MAX_DURATION_S,
-            "whole seconds from 1 to 604800",
-        )?;
-        Ok(FaultSettings {
-            target_service_port: target,
-            proxy_port: proxy,
-            network_interface: config::check_interface(&self.network_interface)?,
-            toxicity: config::check_toxicity(self.toxicity)?,
-            reset_timeout: Duration::from_millis(reset_ms),
-            total_chaos_duration: Duration::from_secs(window_s),
-            stream: match self.stream {
-                StreamArg::Downstream => Stream::Downstream,
-                StreamArg::Upstream => Stream::Upstream,
-            },
-            selection: match self.selection {
-                SelectionArg::Random => Selection::Random,
-                SelectionArg::Exact => Selection::Exact,
-            },
-            mode: match self.mode {
-                ModeArg::Auto => Mode::Auto,
-                ModeArg::Kernel => Mode::Kernel,
-                ModeArg::Userspace => Mode::Userspace,
-            },
-        })
     }
 }
 
 impl RunArgs {
-    /// Resolve into a [`RunConfig`].
-    pub fn resolve(&self) -> Result<RunConfig> {
-        let ramp_s = config::check_range(
-            "RAMP_TIME",
-            self.ramp_time,
-            0,
-            config::MAX_DURATION_S,
-            "whole seconds from 0 to 604800",
-        )?;
-        let interval_s = config::check_range(
-            "CHAOS_INTERVAL",
-            self.chaos_interval,
-            0,
-            config::MAX_DURATION_S,
-            "whole seconds from 0 to 604800",
-        )?;
-        Ok(RunConfig {
-            vcenter: self.vc.resolve()?,
-            targets: self.targets.resolve()?,
-            fault: self.fault.resolve()?,
-            ramp_time: Duration::from_secs(ramp_s),
-            chaos_interval: Duration::from_secs(interval_s),
+    /// Everything `run` was given, for [`reset_controller::config::RunConfig::resolve`].
+    pub fn inputs(&self) -> RunInputs {
+        RunInputs {
+            vcenter: self.vc.inputs(),
+            targets: self.targets.inputs(),
+            fault: RawSettings {
+                ramp_time: Some(self.ramp_time.clone()),
+                ..self.fault.raw()
+            },
+            chaos_interval_s: self.chaos_interval,
             sequence: match self.sequence {
                 SequenceArg::Parallel => Sequence::Parallel,
                 SequenceArg::Serial => Sequence::Serial,
             },
-            probe: match &self.probe.probe_url {
-                Some(url) => Some(config::probe_settings(
-                    url,
-                    self.probe.probe_interval,
-                    self.probe.probe_timeout,
-                    self.probe.probe_max_error_percent,
-                )?),
-                None => None,
-            },
+            probe: self.probe.probe_url.as_ref().map(|url| ProbeInputs {
+                url: url.clone(),
+                interval_ms: self.probe.probe_interval,
+                timeout_ms: self.probe.probe_timeout,
+                max_error_percent: self.probe.probe_max_error_percent,
+            }),
             metrics: self.metrics.metrics_listen.map(|listen| MetricsSettings {
                 listen,
-                linger: Duration::from_secs(self.metrics.metrics_linger),
+                linger: std::time::Duration::from_secs(self.metrics.metrics_linger),
             }),
-        })
+        }
     }
 }
 

@@ -10,12 +10,15 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, Output};
-use reset_controller::config::MetricsSettings;
+use cli::{CleanupArgs, Cli, Command, Output, PreflightArgs, RunArgs};
+use reset_controller::config::{
+    ConfigError, FaultSettings, MetricsSettings, RunConfig, Targets, VcenterSettings,
+    network_interface,
+};
 use reset_controller::metrics::{Metrics, serve};
 use reset_controller::orchestrate::{self, abort::Abort};
 use reset_controller::output;
-use reset_controller::report::RunReport;
+use reset_controller::report::{RunReport, VmStatus};
 
 /// Exit code after an abort by SIGINT/SIGTERM.
 const EXIT_ABORTED: u8 = 130;
@@ -109,108 +112,111 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run(args) => {
-            let cfg = match args.resolve() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let agent = read_agent(&cfg.targets.agent)?;
-            let metrics = Metrics::new();
-            let endpoint = match cfg.metrics {
-                Some(m) => Some(MetricsEndpoint::start(m, &metrics).await?),
-                None => None,
-            };
-            let (handle, abort) = Abort::new();
-            tokio::spawn(watch_signals(handle));
-            let run = orchestrate::run(&cfg, &agent, &abort, cli.quiet, &metrics);
-            let backstop = async {
-                abort.wait().await;
-                tokio::time::sleep(
-                    orchestrate::abort_budget() + std::time::Duration::from_millis(1500),
-                )
-                .await;
-            };
-            let report = tokio::select! {
-                r = run => r,
-                () = backstop => {
-                    eprintln!("error: abort did not finish in time; guests may need `reset-controller cleanup`");
-                    return Ok(ExitCode::from(EXIT_ABORTED));
-                }
-            };
-            let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-            if let Some(path) = &args.report {
-                write_private(path, json.as_bytes())
-                    .with_context(|| format!("writing the report to {}", path.display()))?;
-            }
-            match cli.output {
-                Output::Text => print!("{}", output::table(&report)),
-                Output::Json => println!("{json}"),
-            }
-            std::io::stdout().flush().ok();
-            RUN_FINISHED.store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(e) = endpoint {
-                e.finish(&abort).await;
-            }
-            Ok(run_exit_code(&report))
-        }
-        Command::Preflight(args) => {
-            let resolved = (|| {
-                Ok::<_, anyhow::Error>((
-                    args.vc.resolve()?,
-                    args.targets.resolve()?,
-                    args.fault.resolve()?,
-                ))
-            })();
-            let (vc, targets, fault) = match resolved {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let agent = read_agent(&targets.agent)?;
-            let config = reset_controller::agent_config::render(&fault);
-            let results = orchestrate::agent_command(
-                &vc,
-                &targets,
-                Some(&config),
-                &[],
-                &agent,
-                "preflight",
-                cli.quiet,
-            )
-            .await;
-            Ok(print_results(&results, cli.output, "preflight"))
-        }
-        Command::Cleanup(args) => {
-            let resolved =
-                (|| Ok::<_, anyhow::Error>((args.vc.resolve()?, args.targets.resolve()?)))();
-            let (vc, targets) = match resolved {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let agent = read_agent(&targets.agent)?;
-            let iface = match reset_controller::config::check_interface(&args.network_interface) {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let extra = ["--network-interface".to_string(), iface];
-            let results = orchestrate::agent_command(
-                &vc, &targets, None, &extra, &agent, "cleanup", cli.quiet,
-            )
-            .await;
-            Ok(print_results(&results, cli.output, "cleanup"))
-        }
+        Command::Run(args) => run(args, cli.output, cli.quiet).await,
+        Command::Preflight(args) => preflight(args, cli.output, cli.quiet).await,
+        Command::Cleanup(args) => cleanup(args, cli.output, cli.quiet).await,
     }
+}
+
+/// A usage error: the message, and exit code 2.
+fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::from(2)
+}
+
+/// `run`: the fault on every VM, the report, the exit code.
+async fn run(args: &RunArgs, format: Output, quiet: bool) -> Result<ExitCode> {
+    let cfg = match RunConfig::resolve(&args.inputs()) {
+        Ok(c) => c,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let agent = read_agent(&cfg.targets.agent)?;
+    let metrics = Metrics::new();
+    let endpoint = match cfg.metrics {
+        Some(m) => Some(MetricsEndpoint::start(m, &metrics).await?),
+        None => None,
+    };
+    let (handle, abort) = Abort::new();
+    tokio::spawn(watch_signals(handle));
+    let run = orchestrate::run(&cfg, &agent, &abort, quiet, &metrics);
+    let backstop = async {
+        abort.wait().await;
+        tokio::time::sleep(orchestrate::abort_budget() + std::time::Duration::from_millis(1500))
+            .await;
+    };
+    let report = tokio::select! {
+        r = run => r,
+        () = backstop => {
+            eprintln!("error: abort did not finish in time; guests may need `reset-controller cleanup`");
+            return Ok(ExitCode::from(EXIT_ABORTED));
+        }
+    };
+    let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+    if let Some(path) = &args.report {
+        write_private(path, json.as_bytes())
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    match format {
+        Output::Text => print!("{}", output::table(&report)),
+        Output::Json => println!("{json}"),
+    }
+    std::io::stdout().flush().ok();
+    RUN_FINISHED.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(e) = endpoint {
+        e.finish(&abort).await;
+    }
+    Ok(run_exit_code(&report))
+}
+
+/// `preflight`: the agent's own preflight in every VM, with the fault's config.
+async fn preflight(args: &PreflightArgs, format: Output, quiet: bool) -> Result<ExitCode> {
+    let resolved = (|| {
+        Ok::<_, ConfigError>((
+            VcenterSettings::resolve(&args.vc.inputs())?,
+            Targets::resolve(&args.targets.inputs())?,
+            FaultSettings::resolve(&args.fault.raw())?,
+        ))
+    })();
+    let (vc, targets, fault) = match resolved {
+        Ok(r) => r,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let agent = read_agent(&targets.agent)?;
+    let config = reset_controller::agent_config::render(&fault);
+    let results = orchestrate::agent_command(
+        &vc,
+        &targets,
+        Some(&config),
+        &[],
+        &agent,
+        "preflight",
+        quiet,
+    )
+    .await;
+    Ok(print_results(&results, format, "preflight"))
+}
+
+/// `cleanup`: `reset-agent cleanup` in every VM.
+async fn cleanup(args: &CleanupArgs, format: Output, quiet: bool) -> Result<ExitCode> {
+    let resolved = (|| {
+        Ok::<_, ConfigError>((
+            VcenterSettings::resolve(&args.vc.inputs())?,
+            Targets::resolve(&args.targets.inputs())?,
+        ))
+    })();
+    let (vc, targets) = match resolved {
+        Ok(r) => r,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let agent = read_agent(&targets.agent)?;
+    let iface = match network_interface(&args.network_interface) {
+        Ok(i) => i,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let extra = ["--network-interface".to_string(), iface];
+    let results =
+        orchestrate::agent_command(&vc, &targets, None, &extra, &agent, "cleanup", quiet).await;
+    Ok(print_results(&results, format, "cleanup"))
 }
 
 fn read_agent(path: &std::path::Path) -> Result<bytes::Bytes> {
@@ -250,7 +256,7 @@ fn print_results(results: &[orchestrate::CommandResult], output: Output, what: &
             }
         }
     }
-    if results.iter().all(|r| r.report.status == "ok") && !results.is_empty() {
+    if results.iter().all(|r| r.report.status == VmStatus::Ok) && !results.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,6 +1,6 @@
 //! The final table on stdout: one row per VM.
 
-use crate::probe::{ProbeReport, Verdict};
+use crate::probe::verdict::{ProbeReport, Verdict};
 use crate::report::{RunReport, VmReport};
 
 fn num(v: Option<u64>) -> String {
@@ -12,7 +12,7 @@ fn row(v: &VmReport) -> [String; 8] {
     let a = a.as_ref();
     [
         v.vm.clone(),
-        v.status.clone(),
+        v.status.to_string(),
         num(a.and_then(|a| a.flows_seen)),
         num(a.and_then(|a| a.flows_selected)),
         num(a.and_then(|a| a.resets_observed)),
@@ -105,13 +105,15 @@ pub fn table(r: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FaultSettings, Mode, Selection, Sequence, Stream};
+    use crate::config::{FaultSettings, RawSettings, Sequence};
+    use crate::probe::verdict::Latency;
+    use crate::report::VmStatus;
 
     #[test]
     fn renders_rows_and_errors() {
         let ok = VmReport {
             vm: "web-01".into(),
-            status: "ok".into(),
+            status: VmStatus::Ok,
             guest_dir: Some("/tmp/x".into()),
             guest_files_removed: true,
             agent_report: Some(serde_json::json!({
@@ -122,7 +124,7 @@ mod tests {
         };
         let bad = VmReport {
             vm: "db-01".into(),
-            status: "failed".into(),
+            status: VmStatus::Failed,
             error: Some(
                 "guest login failed for user root on VM db-01: check VM_USER_NAME/VM_PASSWORD"
                     .into(),
@@ -135,22 +137,16 @@ mod tests {
             ended_at: String::new(),
             sequence: Sequence::Parallel,
             aborted: false,
-            settings: FaultSettings {
-                target_service_port: 80,
-                proxy_port: 8080,
-                network_interface: "ens160".into(),
-                toxicity: 50.0,
-                reset_timeout: std::time::Duration::from_secs(2),
-                total_chaos_duration: std::time::Duration::from_secs(30),
-                stream: Stream::Downstream,
-                selection: Selection::Random,
-                mode: Mode::Auto,
-            },
+            settings: FaultSettings::resolve(&RawSettings {
+                toxicity: Some("50".into()),
+                ..RawSettings::default()
+            })
+            .unwrap(),
             ramp_time_s: 0,
             chaos_interval_s: 10,
             vcenter: None,
             vms: vec![ok, bad],
-            probe: Some(crate::probe::ProbeReport {
+            probe: Some(ProbeReport {
                 url: "http://198.18.0.2/health".into(),
                 attempts: 20,
                 ok: 0,
@@ -159,7 +155,7 @@ mod tests {
                 error_percent: Some(100.0),
                 max_error_percent: 5.0,
                 verdict: Verdict::Fail,
-                latency_ms: crate::probe::verdict::Latency {
+                latency_ms: Latency {
                     p50: Some(2001.4),
                     p99: Some(5000.0),
                 },

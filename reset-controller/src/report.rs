@@ -1,8 +1,16 @@
 //! Reports: a typed, tolerant view of the agent's report JSON, and the
 //! controller's own report (every agent report plus per-VM timings).
+//!
+//! Must not: import the runtime (orchestrate, the probe's run loop, metrics); it holds data
+//! and reads the probe's verdict types only.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::config::{FaultSettings, Sequence};
+use crate::probe::verdict::{ProbeReport, Verdict};
 
 /// Reset delay percentiles, milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -86,13 +94,46 @@ pub struct Timings {
     pub agent_runtime_ms: Option<u64>,
 }
 
+/// Where one VM's row stands; serialized as `pending`, `ok`, `failed` or `aborted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    /// Not finished (a row that never got further than this was cut short).
+    #[default]
+    Pending,
+    /// Ran to the end without error.
+    Ok,
+    /// An error stopped it (the row's `error` says which).
+    Failed,
+    /// Stopped by SIGINT/SIGTERM.
+    Aborted,
+}
+
+impl VmStatus {
+    /// The status as the report and the table spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Pending => "pending",
+            VmStatus::Ok => "ok",
+            VmStatus::Failed => "failed",
+            VmStatus::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for VmStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One VM's outcome.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VmReport {
     /// The VM name.
     pub vm: String,
-    /// ok, failed, aborted, skipped.
-    pub status: String,
+    /// ok, failed, aborted (pending while it runs).
+    pub status: VmStatus,
     /// The error, if any.
     pub error: Option<String>,
     /// The guest directory used.
@@ -115,7 +156,7 @@ impl VmReport {
 
     /// Whether this VM counts as a failure for the exit code.
     pub fn failed(&self) -> bool {
-        self.status != "ok"
+        self.status != VmStatus::Ok
     }
 }
 
@@ -129,11 +170,11 @@ pub struct RunReport {
     /// RFC 3339 end time.
     pub ended_at: String,
     /// parallel or serial.
-    pub sequence: crate::config::Sequence,
+    pub sequence: Sequence,
     /// The run was aborted by a signal.
     pub aborted: bool,
     /// The fault settings (no secrets).
-    pub settings: crate::config::FaultSettings,
+    pub settings: FaultSettings,
     /// RAMP_TIME, s.
     pub ramp_time_s: u64,
     /// CHAOS_INTERVAL, s.
@@ -142,7 +183,7 @@ pub struct RunReport {
     pub vms: Vec<VmReport>,
     /// The HTTP probe's counts and verdict, when PROBE_URL was set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub probe: Option<crate::probe::ProbeReport>,
+    pub probe: Option<ProbeReport>,
     /// The vCenter (or ESXi host) spoken to: negotiated API version and `about`; absent when
     /// login failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,7 +200,7 @@ impl RunReport {
     pub fn probe_failed(&self) -> bool {
         self.probe
             .as_ref()
-            .is_some_and(|p| p.verdict == crate::probe::Verdict::Fail)
+            .is_some_and(|p| p.verdict == Verdict::Fail)
     }
 }
 
@@ -183,5 +224,25 @@ mod tests {
         assert!(AgentReport::from_value(&serde_json::json!([1])).is_none());
         let wrong = serde_json::json!({"flows_seen": "many"});
         assert!(AgentReport::from_value(&wrong).is_none());
+    }
+
+    #[test]
+    fn statuses_are_spelled_as_before() {
+        for (s, text) in [
+            (VmStatus::Pending, "pending"),
+            (VmStatus::Ok, "ok"),
+            (VmStatus::Failed, "failed"),
+            (VmStatus::Aborted, "aborted"),
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), text);
+            assert_eq!(s.to_string(), text);
+        }
+        let row = VmReport {
+            vm: "a".into(),
+            status: VmStatus::Aborted,
+            ..VmReport::default()
+        };
+        assert_eq!(serde_json::to_value(&row).unwrap()["status"], "aborted");
+        assert!(row.failed());
     }
 }

@@ -9,30 +9,18 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reset_controller::secret::Secret;
 use reset_controller::vcenter::{ConnectOptions, Guest, GuestAuth, Session, VcError, inventory};
+use reset_tests::guard::Guard;
 
+/// govmomi's simulator: on drop its stdin closes, so it removes its model directory, and it
+/// is killed if it has not ended within 5 s.
 struct GovSim {
-    child: Child,
+    _child: Guard,
     url: String,
-}
-
-impl Drop for GovSim {
-    /// Close stdin so the simulator removes its model directory, then make sure it
-    /// is gone (bounded).
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn govmomi_sim() -> PathBuf {
@@ -64,12 +52,14 @@ fn build() -> PathBuf {
 }
 
 fn start() -> GovSim {
-    let mut child = Command::new(govmomi_sim())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start govmomi-sim");
+    let mut child = Guard::spawn(
+        Command::new(govmomi_sim())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        "govmomi-sim",
+    )
+    .stop_gently(Duration::from_secs(5));
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -79,7 +69,7 @@ fn start() -> GovSim {
         url.starts_with("https://127.0.0.1:"),
         "first line must be the URL: {url:?}"
     );
-    GovSim { child, url }
+    GovSim { _child: child, url }
 }
 
 #[tokio::test]

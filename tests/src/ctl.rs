@@ -1,74 +1,171 @@
-//! The controller side of the lab: vcsim serving lab VMs with fixed test credentials, the
-//! controller command wired to it (secrets only in its environment), and checks on what a
-//! run left in a guest. Shared by the controller and fault-tolerance e2e tests.
-use std::process::{Child, Command, Output, Stdio};
+//! The controller side of the lab: the one way tests run `reset-controller` (its command with
+//! the accounts' secrets only in its environment, a running controller with its output
+//! pumped, a bounded run), the common scenes (one or two lab VMs served by vcsim), and checks
+//! on what a run left in a guest. Used by the controller, fault-tolerance and dist tests.
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{bin, lab::Lab};
+use crate::guard::{Guard, Pumped};
+use crate::lab::Lab;
+use crate::proc::Service;
+use crate::sim::{Credentials, Vcsim};
 
-pub const VC_PASSWORD: &str = "vc-E2e-Secret-5d1";
-pub const GUEST_PASSWORD: &str = "guest-E2e-Secret-8b4";
+/// `reset-controller` for the vCenter at `url`, logging in with `creds`, run inside the
+/// namespace `inside` when given: an environment of PATH, GOVC_URL, GOVC_USERNAME,
+/// GOVC_PASSWORD, VM_USER_NAME, VM_PASSWORD and RUST_LOG=info only; stdin closed, stdout and
+/// stderr piped.
+pub fn command(url: &str, creds: &Credentials, inside: Option<&str>) -> Command {
+    let mut c = match inside {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(crate::bin("reset-controller"));
+            c
+        }
+        None => Command::new(crate::bin("reset-controller")),
+    };
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GOVC_URL", url)
+        .env("GOVC_USERNAME", &creds.vc_user)
+        .env("GOVC_PASSWORD", &creds.vc_password)
+        .env("VM_USER_NAME", &creds.guest_user)
+        .env("VM_PASSWORD", &creds.guest_password)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
 
-/// The simulator serving the labs' VMs, with this file's credentials.
-pub struct Vcsim(pub crate::sim::Vcsim);
+/// A running controller: killed on drop, stdout and stderr pumped.
+pub struct Controller {
+    child: Guard,
+    stdout: Pumped,
+    stderr: Pumped,
+    started: Instant,
+}
 
-impl Vcsim {
-    pub fn start(vms: &[(&str, &Lab)]) -> Vcsim {
-        let vms: Vec<(&str, &crate::lab::Netns)> = vms.iter().map(|(n, l)| (*n, &l.vm)).collect();
-        let creds = crate::sim::Credentials {
-            guest: ("root", GUEST_PASSWORD),
-            vcenter: ("admin", VC_PASSWORD),
-        };
-        Vcsim(crate::sim::Vcsim::start(None, &vms, &creds, "ctl-e2e").expect("start vcsim"))
+/// How a controller run ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// From the start to the exit.
+    pub took: Duration,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
     }
 
-    /// The guests' temporary directory (where run directories are created).
-    pub fn guest_tmp(&self) -> &std::path::Path {
-        self.0.guest_tmp.path()
-    }
-
-    /// Entries left in the guests' temporary directory.
-    pub fn guest_files(&self) -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(self.guest_tmp())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    }
-
-    pub fn controller(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("reset-controller"));
-        c.args(["--output", "json"])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GOVC_URL", &self.0.url)
-            .env("GOVC_USERNAME", "admin")
-            .env("GOVC_PASSWORD", VC_PASSWORD)
-            .env("VM_PASSWORD", GUEST_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
+    /// The JSON report on stdout (`--output json`).
+    pub fn report(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", self.stdout, self.stderr))
     }
 }
 
-pub fn wait_bounded(child: Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("reset-controller did not finish within {limit:?}");
+impl Controller {
+    pub fn spawn(mut cmd: Command) -> Controller {
+        let started = Instant::now();
+        let mut child = Guard::spawn(&mut cmd, "reset-controller");
+        let stdout = Pumped::new(child.stdout.take().expect("piped stdout"));
+        let stderr = Pumped::new(child.stderr.take().expect("piped stderr"));
+        Controller {
+            child,
+            stdout,
+            stderr,
+            started,
         }
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (`INT`, `TERM`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        self.child.signal(sig);
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`; fails with the stderr so far.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) {
+        assert!(
+            self.stderr.wait_for(needle, limit),
+            "no stderr line with {needle:?} within {limit:?}:\n{}",
+            self.stderr.text()
+        );
+    }
+
+    /// Waits for the exit; kills it and fails after `limit`.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let Some(status) = self.child.wait_within(limit) else {
+            panic!(
+                "reset-controller did not finish within {limit:?}:\n{}",
+                self.stderr.text()
+            );
+        };
+        Finished {
+            status,
+            took: self.started.elapsed(),
+            stdout: self.stdout.finish(Duration::from_secs(5)),
+            stderr: self.stderr.finish(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Runs `cmd` to its end, at most `limit`.
+pub fn run_bounded(cmd: Command, limit: Duration) -> Finished {
+    Controller::spawn(cmd).finish(limit)
+}
+
+/// The common one-VM scene: a lab whose VM runs the sample service on port 80, served by vcsim
+/// as `vm-a`. Bind it as `let (lab, _svc, sim) = one_vm();` so it is torn down in reverse.
+pub fn one_vm() -> (Lab, Service, Vcsim) {
+    let (lab, svc) = Lab::with_service();
+    let sim = Vcsim::serving(&[("vm-a", &lab)]);
+    (lab, svc, sim)
+}
+
+/// Two such VMs, `vm-a` and `vm-b`, served by one vcsim.
+pub fn two_vms() -> ((Lab, Service), (Lab, Service), Vcsim) {
+    let (a, b) = (Lab::with_service(), Lab::with_service());
+    let sim = Vcsim::serving(&[("vm-a", &a.0), ("vm-b", &b.0)]);
+    (a, b, sim)
+}
+
+/// `run` on vm-a with `agent`: TOXICITY 100, RESET_TIMEOUT 200 ms, a `window`-second fault,
+/// plus `extra` flags; the report as JSON on stdout.
+pub fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--output",
+        "json",
+        "run",
+        "--vm-name",
+        "vm-a",
+        "--agent",
+        agent,
+        "--toxicity",
+        "100",
+        "--reset-timeout",
+        "200",
+        "--total-chaos-duration",
+        window,
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Starts the controller with `args` and waits until its agent's redirect is in `lab`.
+pub fn start_injected(sim: &Vcsim, lab: &Lab, args: &[&str]) -> Controller {
+    let c = Controller::spawn(sim.controller(args));
+    wait_injected(lab, Duration::from_secs(20));
+    c
 }
 
 pub fn injected(lab: &Lab) -> bool {
@@ -88,64 +185,23 @@ pub fn wait_injected(lab: &Lab, limit: Duration) {
     }
 }
 
-/// See [`Lab::assert_clean`].
-pub fn assert_guest_clean(lab: &Lab) {
-    lab.assert_clean();
-}
-
-/// The common one-VM scene: a lab whose VM runs the sample service on port 80, served by vcsim
-/// as `vm-a`. Bind it as `let (lab, _svc, sim) = one_vm();` so it is torn down in reverse.
-pub fn one_vm() -> (Lab, crate::proc::Service, Vcsim) {
-    let lab = Lab::new();
-    let svc = crate::proc::Service::start(&lab.vm, 80, None);
-    let sim = Vcsim::start(&[("vm-a", &lab)]);
-    (lab, svc, sim)
-}
-
-/// `run` on vm-a with `agent`: TOXICITY 100, RESET_TIMEOUT 200 ms, a `window`-second fault,
-/// plus `extra` flags.
-pub fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "run",
-        "--vm-name",
-        "vm-a",
-        "--agent",
-        agent,
-        "--toxicity",
-        "100",
-        "--reset-timeout",
-        "200",
-        "--total-chaos-duration",
-        window,
-    ];
-    v.extend_from_slice(extra);
-    v
-}
-
-/// Starts the controller with `args` and waits until its agent's redirect is in `lab`.
-pub fn start_injected(sim: &Vcsim, lab: &Lab, args: &[&str]) -> Child {
-    let child = sim
-        .controller(args)
-        .spawn()
-        .expect("spawn reset-controller");
-    wait_injected(lab, Duration::from_secs(20));
-    child
-}
-
-/// No process in the guest has a secret in its command line or environment.
-pub fn assert_no_secret_in_guest(lab: &Lab) {
+/// No process in the guest has a secret of `sim`'s accounts in its command line or
+/// environment.
+pub fn assert_no_secret_in_guest(lab: &Lab, sim: &Vcsim) {
     for pid in lab.vm.pids() {
         for f in ["cmdline", "environ"] {
             let data = std::fs::read(format!("/proc/{pid}/{f}")).unwrap_or_default();
             let s = String::from_utf8_lossy(&data);
             assert!(
-                !s.contains(VC_PASSWORD) && !s.contains(GUEST_PASSWORD),
+                !sim.credentials().leaked_in(&s),
                 "secret in /proc/{pid}/{f}"
             );
         }
     }
 }
 
+/// Milliseconds into the run at which `row` (one VM of the report) reached the phase
+/// starting with `prefix`.
 pub fn phase_ms(row: &Value, prefix: &str) -> u64 {
     row["timings"]["phases"]
         .as_array()
@@ -154,14 +210,4 @@ pub fn phase_ms(row: &Value, prefix: &str) -> u64 {
         .find(|p| p[0].as_str().unwrap_or("").starts_with(prefix))
         .and_then(|p| p[1].as_u64())
         .unwrap_or_else(|| panic!("no phase {prefix} in {row}"))
-}
-
-pub fn report(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }

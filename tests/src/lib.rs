@@ -1,5 +1,9 @@
-//! The end-to-end harness: network-namespace "VMs" and callers (`lab`), the agent and other
-//! processes run inside them (`proc`), and helpers that read what callers saw.
+//! The end-to-end harness, one copy of each piece: network-namespace "VMs" and callers
+//! (`lab`), the process guard and output pump (`guard`), the agent, service and callers run
+//! inside them (`proc`), the vCenter simulator (`sim`) and the controller run against it
+//! (`ctl`), the Prometheus text parser (`metrics`), clap's `--help` read back (`help`), the
+//! module-graph reader of the tidy tests (`tidy`), and the controller's stand-in agent
+//! (`fake_agent`).
 //!
 //! Must not: touch anything outside the namespaces it creates, use addresses other than
 //! loopback, 198.18.0.0/15 and 2001:db8::/32, or leave a namespace or process behind (every
@@ -7,9 +11,13 @@
 #![forbid(unsafe_code)]
 
 pub mod ctl;
+pub mod guard;
+pub mod help;
 pub mod lab;
+pub mod metrics;
 pub mod proc;
 pub mod sim;
+pub mod tidy;
 
 use std::path::PathBuf;
 
@@ -34,6 +42,13 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A stand-in for reset-agent with its CLI contract, for controller tests that need no root
+/// (reset-controller/tests/fixtures/fake-agent.sh).
+pub fn fake_agent() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../reset-controller/tests/fixtures/fake-agent.sh")
 }
 
 /// Whether this process may create network namespaces. The e2e tests need root; they fail

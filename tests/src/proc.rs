@@ -1,46 +1,22 @@
 //! Processes the tests run inside lab namespaces: the agent, the target service, callers.
-//! Each is a guard that kills its process on drop. Readiness is a line the process prints,
-//! never a sleep.
+//! Each long-lived one holds a [`Guard`] that kills its process on drop. Readiness is a line
+//! the process prints, never a sleep.
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    time::{Duration, Instant},
+    process::{ExitStatus, Stdio},
+    time::Duration,
 };
 
 use serde_json::Value;
 
+use crate::guard::{Guard, Pumped};
 use crate::lab::Netns;
-
-/// Reads a child's stream line by line into a shared buffer, signalling lines that contain
-/// `ready` on a channel.
-fn pump(
-    stream: impl std::io::Read + Send + 'static,
-    ready: Option<&'static str>,
-) -> (Arc<Mutex<String>>, mpsc::Receiver<()>) {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if ready.is_some_and(|r| line.contains(r)) {
-                let _ = tx.send(());
-            }
-            let mut g = b.lock().unwrap_or_else(|e| e.into_inner());
-            g.push_str(&line);
-            g.push('\n');
-        }
-    });
-    (buf, rx)
-}
 
 /// A reset-agent run inside a VM namespace.
 pub struct Agent {
-    child: Option<Child>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    ready: mpsc::Receiver<()>,
+    child: Option<Guard>,
+    stdout: Pumped,
+    stderr: Pumped,
     pub report_path: PathBuf,
 }
 
@@ -84,26 +60,25 @@ impl Agent {
     pub fn spawn_with(vm: &Netns, exe: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
         let report_path = std::env::temp_dir().join(format!("{}-report.json", vm.name()));
         let _ = std::fs::remove_file(&report_path);
-        let mut child = vm
-            .command(exe)
-            .envs(env.iter().copied())
-            .arg("run")
-            .args(args)
-            .arg("--report")
-            .arg(&report_path)
-            .env("RESET_AGENT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn reset-agent");
-        let (stdout, _) = pump(child.stdout.take().expect("stdout"), None);
-        let (stderr, ready) = pump(child.stderr.take().expect("stderr"), Some("fault active"));
+        let mut child = Guard::spawn(
+            vm.command(exe)
+                .envs(env.iter().copied())
+                .arg("run")
+                .args(args)
+                .arg("--report")
+                .arg(&report_path)
+                .env("RESET_AGENT_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "reset-agent",
+        );
+        let stdout = Pumped::new(child.stdout.take().expect("stdout"));
+        let stderr = Pumped::new(child.stderr.take().expect("stderr"));
         Agent {
             child: Some(child),
             stdout,
             stderr,
-            ready,
             report_path,
         }
     }
@@ -116,7 +91,10 @@ impl Agent {
     }
 
     pub fn wait_active(&mut self) {
-        if self.ready.recv_timeout(Duration::from_secs(20)).is_err() {
+        if !self
+            .stderr
+            .wait_for("fault active", Duration::from_secs(20))
+        {
             let run = self.finish_within(Duration::from_secs(1));
             panic!("agent did not become active: {run:?}");
         }
@@ -128,60 +106,27 @@ impl Agent {
 
     /// Sends a signal to the agent (the `ip netns exec` wrapper execs, so the pid is the agent's).
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success());
+        self.child.as_ref().expect("running").signal(sig);
     }
 
     /// Waits for exit (killing it after `limit`) and collects output and report.
     pub fn finish_within(&mut self, limit: Duration) -> AgentRun {
         let mut child = self.child.take().expect("not finished yet");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                break child.wait().expect("wait");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the pump threads drain the pipes.
-        std::thread::sleep(Duration::from_millis(50));
+        let status = child.wait_or_kill(limit);
         let report = std::fs::read_to_string(&self.report_path)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok());
         let _ = std::fs::remove_file(&self.report_path);
         AgentRun {
             status,
-            stdout: self
-                .stdout
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            stderr: self
-                .stderr
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            stdout: self.stdout.finish(Duration::from_secs(2)),
+            stderr: self.stderr.finish(Duration::from_secs(2)),
             report,
         }
     }
 
     pub fn finish(&mut self) -> AgentRun {
         self.finish_within(Duration::from_secs(60))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -196,7 +141,7 @@ pub fn agent_once(vm: &Netns, args: &[&str]) -> std::process::Output {
 
 /// The sample HTTP service (tests/src/bin/target-service.rs) inside a namespace.
 pub struct Service {
-    child: Child,
+    child: Option<Guard>,
     pub log: Option<PathBuf>,
 }
 
@@ -207,18 +152,19 @@ impl Service {
         if let Some(l) = log {
             cmd.arg("--log").arg(l);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn target-service");
-        let (_, ready) = pump(child.stdout.take().expect("stdout"), Some("listening"));
-        ready
-            .recv_timeout(Duration::from_secs(10))
-            .expect("target-service did not start");
+        let mut child = Guard::spawn(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+            "target-service",
+        );
+        let stdout = Pumped::new(child.stdout.take().expect("stdout"));
+        assert!(
+            stdout.wait_for("listening", Duration::from_secs(10)),
+            "target-service did not start"
+        );
         Service {
-            child,
+            child: Some(child),
             log: log.map(Path::to_path_buf),
         }
     }
@@ -238,8 +184,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.child.take());
         if let Some(l) = &self.log {
             let _ = std::fs::remove_file(l);
         }
@@ -287,6 +232,20 @@ pub fn curl_with(ns: &Netns, url: &str, extra: &[&str]) -> Curl {
         http_code,
         time_ms,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The body of a GET of `url` from `ns` (curl `-sS --fail`, 5 s at most); the error is
+/// curl's message.
+pub fn fetch(ns: &Netns, url: &str) -> Result<String, String> {
+    let out = ns.output("curl", &["-sS", "--fail", "--max-time", "5", url]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -10,14 +10,8 @@ use reset_tests::{
 
 const RST_TIMEOUT_MS: f64 = 300.0;
 
-fn lab_with_service() -> (Lab, Service) {
-    let lab = Lab::new();
-    let svc = Service::start(&lab.vm, 80, None);
-    (lab, svc)
-}
-
 fn resets_timing(v6: bool, extra: &[&str]) {
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut args = vec![
         "--toxicity",
         "100",
@@ -102,7 +96,7 @@ fn userspace_mode_resets_on_time() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -138,7 +132,7 @@ fn zero_toxicity_changes_nothing() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(&lab.vm, &["--toxicity", "0", "--total-chaos-duration", "2"]);
     let out = caller(
         &lab.caller,
@@ -159,7 +153,7 @@ fn zero_toxicity_changes_nothing() {
 }
 
 fn thirty_percent(extra: &[&str]) -> (u64, serde_json::Value) {
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut args = vec![
         "--toxicity",
         "30",
@@ -230,7 +224,7 @@ fn sigterm_mid_window_cleans_up_and_reports_aborted() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let agent = Agent::start(
         &lab.vm,
         &[
@@ -297,7 +291,7 @@ fn sigkill_leaves_nothing_behind() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let agent = Agent::start(
         &lab.vm,
         &["--toxicity", "100", "--total-chaos-duration", "60"],
@@ -368,7 +362,7 @@ fn bad_input_is_refused_with_a_clear_message() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let cases: &[(&[&str], i32, &str)] = &[
         (&["--toxicity", "101"], 2, "TOXICITY"),
         (&["--toxicity", "-1"], 2, "TOXICITY"),
@@ -421,7 +415,7 @@ fn second_run_is_refused() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut first = Agent::start(&lab.vm, &["--total-chaos-duration", "3"]);
     let out = agent_once(
         &lab.vm,
@@ -444,7 +438,7 @@ fn cleanup_and_preflight_report_their_checks() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let out = agent_once(&lab.vm, &["cleanup"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to clean up"));
@@ -474,7 +468,7 @@ fn held_connection_is_reset_after_the_window_ends() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -504,7 +498,7 @@ fn proxy_refuses_direct_connections_and_unsafe_paths() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(&lab.vm, &["--toxicity", "0", "--total-chaos-duration", "2"]);
     let c = curl(&lab.caller, &lab.url(false, 8080, "/"));
     assert_ne!(

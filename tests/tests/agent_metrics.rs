@@ -1,46 +1,20 @@
 //! Privileged e2e: the agent's Prometheus endpoint serves parseable text whose counters match
 //! the report (issue 4, "What must be shown" 2, agent side).
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use reset_tests::{
     lab::Lab,
-    proc::{Agent, Service, caller},
+    metrics::parse,
+    proc::{Agent, caller, fetch},
     require_root,
 };
-
-/// Parses Prometheus/OpenMetrics text into `name{labels}` -> value, checking every sample line.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad name in {line:?}"
-        );
-        out.insert(name.to_owned(), value);
-    }
-    out
-}
 
 #[test]
 fn agent_metrics_match_the_report() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -65,12 +39,10 @@ fn agent_metrics_match_the_report() {
     // The kernel counters are copied into the metrics every 500 ms: poll, bounded.
     let start = Instant::now();
     let metrics = loop {
-        let text = lab
-            .vm
-            .stdout("curl", &["-sS", "http://127.0.0.1:9464/metrics"]);
-        let m = parse(&text);
-        if m.get("reset_peer_agent_flows_seen_total") == Some(&100.0)
-            && m.get("reset_peer_agent_resets_observed_total") == Some(&50.0)
+        let text = fetch(&lab.vm, "http://127.0.0.1:9464/metrics").unwrap();
+        let m = parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        if m.sum("reset_peer_agent_flows_seen_total", &[]) == Some(100.0)
+            && m.sum("reset_peer_agent_resets_observed_total", &[]) == Some(50.0)
         {
             break m;
         }
@@ -89,11 +61,12 @@ fn agent_metrics_match_the_report() {
         ("reset_peer_agent_proxy_accepted_total", "proxy_accepted"),
     ] {
         assert_eq!(
-            metrics[metric] as u64,
-            run.u64(field),
+            metrics.sum(metric, &[]).map(|v| v as u64),
+            Some(run.u64(field)),
             "{metric} vs {field}"
         );
     }
-    assert_eq!(metrics["reset_peer_agent_reset_delay_ms_count"], 50.0);
-    assert_eq!(metrics["reset_peer_agent_window_open"], 1.0);
+    let value = |name| metrics.sum(name, &[]);
+    assert_eq!(value("reset_peer_agent_reset_delay_ms_count"), Some(50.0));
+    assert_eq!(value("reset_peer_agent_window_open"), Some(1.0));
 }

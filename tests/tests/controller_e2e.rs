@@ -4,19 +4,31 @@
 //! both guests are clean afterwards, serial timing holds, an abort mid-window exits
 //! 130 with clean guests and partial reports, and no secret is visible in the
 //! guests' processes.
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reset_tests::{
     bin,
-    ctl::{
-        GUEST_PASSWORD, VC_PASSWORD, Vcsim, assert_guest_clean, assert_no_secret_in_guest,
-        injected, phase_ms, report, wait_bounded, wait_injected,
-    },
-    lab::Lab,
-    proc::{Service, curl},
+    ctl::{Controller, assert_no_secret_in_guest, injected, phase_ms, two_vms, wait_injected},
+    proc::curl,
     require_root,
+    sim::Vcsim,
 };
+
+/// `run` on both VMs with the real agent and `extra` flags, the report as JSON on stdout.
+fn run_on_both(sim: &Vcsim, extra: &[&str]) -> Controller {
+    let agent = bin("reset-agent");
+    let mut args = vec![
+        "--output",
+        "json",
+        "run",
+        "--vm-name",
+        "vm-a,vm-b",
+        "--agent",
+        agent.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Controller::spawn(sim.controller(&args))
+}
 
 /// Shown 3, parallel: both VMs at once; TOXICITY 50 with exact selection resets
 /// exactly half of each VM's new connections; reports collected; both guests clean.
@@ -25,20 +37,10 @@ fn parallel_run_resets_at_toxicity_in_both_vms() {
     if !require_root() {
         return;
     }
-    let (a, b) = (Lab::new(), Lab::new());
-    let (_sa, _sb) = (
-        Service::start(&a.vm, 80, None),
-        Service::start(&b.vm, 80, None),
-    );
-    let sim = Vcsim::start(&[("vm-a", &a), ("vm-b", &b)]);
-    let agent = bin("reset-agent");
-    let child = sim
-        .controller(&[
-            "run",
-            "--vm-name",
-            "vm-a,vm-b",
-            "--agent",
-            agent.to_str().unwrap(),
+    let ((a, _sa), (b, _sb), sim) = two_vms();
+    let child = run_on_both(
+        &sim,
+        &[
             "--toxicity",
             "50",
             "--selection",
@@ -47,13 +49,12 @@ fn parallel_run_resets_at_toxicity_in_both_vms() {
             "200",
             "--total-chaos-duration",
             "6",
-        ])
-        .spawn()
-        .unwrap();
+        ],
+    );
     wait_injected(&a, Duration::from_secs(20));
     wait_injected(&b, Duration::from_secs(5));
-    assert_no_secret_in_guest(&a);
-    assert_no_secret_in_guest(&b);
+    assert_no_secret_in_guest(&a, &sim);
+    assert_no_secret_in_guest(&b, &sim);
     let n = 6;
     for lab in [&a, &b] {
         let codes: Vec<i32> = (0..n)
@@ -70,14 +71,9 @@ fn parallel_run_resets_at_toxicity_in_both_vms() {
             "half served: {codes:?}"
         );
     }
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let v = report(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{v}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child.finish(Duration::from_secs(60));
+    let v = out.report();
+    assert_eq!(out.code(), Some(0), "{v}\n{}", out.stderr);
     for row in v["vms"].as_array().unwrap() {
         let r = &row["agent_report"];
         assert_eq!(row["status"], "ok", "{row}");
@@ -87,11 +83,11 @@ fn parallel_run_resets_at_toxicity_in_both_vms() {
         assert_eq!(r["cleanup"]["verified"], true, "{r}");
         assert_eq!(row["guest_files_removed"], true);
     }
-    assert_guest_clean(&a);
-    assert_guest_clean(&b);
-    let all = format!("{v}{}", String::from_utf8_lossy(&out.stderr));
+    a.assert_clean();
+    b.assert_clean();
+    let all = format!("{v}{}", out.stderr);
     assert!(
-        !all.contains(VC_PASSWORD) && !all.contains(GUEST_PASSWORD),
+        !sim.credentials().leaked_in(&all),
         "secret in report or logs"
     );
 }
@@ -103,20 +99,10 @@ fn serial_run_injects_one_vm_after_the_other() {
     if !require_root() {
         return;
     }
-    let (a, b) = (Lab::new(), Lab::new());
-    let (_sa, _sb) = (
-        Service::start(&a.vm, 80, None),
-        Service::start(&b.vm, 80, None),
-    );
-    let sim = Vcsim::start(&[("vm-a", &a), ("vm-b", &b)]);
-    let agent = bin("reset-agent");
-    let child = sim
-        .controller(&[
-            "run",
-            "--vm-name",
-            "vm-a,vm-b",
-            "--agent",
-            agent.to_str().unwrap(),
+    let ((a, _sa), (b, _sb), sim) = two_vms();
+    let child = run_on_both(
+        &sim,
+        &[
             "--sequence",
             "serial",
             "--toxicity",
@@ -127,9 +113,8 @@ fn serial_run_injects_one_vm_after_the_other() {
             "3",
             "--chaos-interval",
             "2",
-        ])
-        .spawn()
-        .unwrap();
+        ],
+    );
     wait_injected(&a, Duration::from_secs(20));
     assert!(!injected(&b), "serial: vm-b must wait for vm-a");
     assert_eq!(curl(&a.caller, &a.url(false, 80, "/")).exit, 56);
@@ -141,9 +126,9 @@ fn serial_run_injects_one_vm_after_the_other() {
     wait_injected(&b, Duration::from_secs(20));
     assert!(!injected(&a), "vm-a's window ended before vm-b's began");
     assert_eq!(curl(&b.caller, &b.url(false, 80, "/")).exit, 56);
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(0), "{v}");
+    let out = child.finish(Duration::from_secs(60));
+    let v = out.report();
+    assert_eq!(out.code(), Some(0), "{v}");
     let (ra, rb) = (&v["vms"][0], &v["vms"][1]);
     let gap = phase_ms(rb, "starting agent") as i64 - phase_ms(ra, "agent exited") as i64;
     assert!(gap >= 2000, "CHAOS_INTERVAL between VMs: {gap} ms");
@@ -153,8 +138,8 @@ fn serial_run_injects_one_vm_after_the_other() {
     );
     assert_eq!(ra["agent_report"]["resets_observed"], 1);
     assert_eq!(rb["agent_report"]["resets_observed"], 1);
-    assert_guest_clean(&a);
-    assert_guest_clean(&b);
+    a.assert_clean();
+    b.assert_clean();
 }
 
 /// Shown 4, abort mid-window: exit 130 within 10 s, both guests clean, partial reports.
@@ -163,45 +148,20 @@ fn abort_mid_window_leaves_clean_guests_and_partial_reports() {
     if !require_root() {
         return;
     }
-    let (a, b) = (Lab::new(), Lab::new());
-    let (_sa, _sb) = (
-        Service::start(&a.vm, 80, None),
-        Service::start(&b.vm, 80, None),
-    );
-    let sim = Vcsim::start(&[("vm-a", &a), ("vm-b", &b)]);
-    let agent = bin("reset-agent");
-    let child = sim
-        .controller(&[
-            "run",
-            "--vm-name",
-            "vm-a,vm-b",
-            "--agent",
-            agent.to_str().unwrap(),
-            "--total-chaos-duration",
-            "120",
-        ])
-        .spawn()
-        .unwrap();
+    let ((a, _sa), (b, _sb), sim) = two_vms();
+    let child = run_on_both(&sim, &["--total-chaos-duration", "120"]);
     wait_injected(&a, Duration::from_secs(20));
     wait_injected(&b, Duration::from_secs(5));
     let t = Instant::now();
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = wait_bounded(child, Duration::from_secs(15));
+    child.signal("INT");
+    let out = child.finish(Duration::from_secs(15));
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "exit within 10 s: {:?}",
         t.elapsed()
     );
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = report(&out);
+    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    let v = out.report();
     assert_eq!(v["aborted"], true);
     for row in v["vms"].as_array().unwrap() {
         assert_eq!(row["status"], "aborted", "{row}");
@@ -211,8 +171,11 @@ fn abort_mid_window_leaves_clean_guests_and_partial_reports() {
         );
         assert_eq!(row["guest_files_removed"], true, "{row}");
     }
-    assert_guest_clean(&a);
-    assert_guest_clean(&b);
-    let left: Vec<_> = std::fs::read_dir(sim.guest_tmp()).unwrap().collect();
-    assert!(left.is_empty(), "guest files left: {left:?}");
+    a.assert_clean();
+    b.assert_clean();
+    assert_eq!(
+        sim.guest_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "guest files left"
+    );
 }

@@ -18,7 +18,7 @@ use std::{
 use reset_tests::{
     bin_dir,
     lab::Lab,
-    proc::{Agent, Service, curl},
+    proc::{Agent, curl},
     require_root,
 };
 
@@ -275,36 +275,12 @@ fn start_dist(lab: &Lab, args: &[&str]) -> Agent {
     a
 }
 
-/// No table, no tc program or filter on ens160.
-fn leftovers(lab: &Lab) -> Vec<String> {
-    let mut left = Vec::new();
-    let rules = lab.vm.nft_ruleset();
-    if rules.contains("reset_peer") {
-        left.push(format!("table:\n{rules}"));
-    }
-    let att = lab.vm.bpf_attachments("ens160");
-    if att.contains("reset_") {
-        left.push(format!("programs:\n{att}"));
-    }
-    for dir in ["ingress", "egress"] {
-        let out = lab
-            .vm
-            .output("tc", &["filter", "show", "dev", "ens160", dir]);
-        let filters = String::from_utf8_lossy(&out.stdout);
-        if !filters.trim().is_empty() {
-            left.push(format!("tc {dir} filters:\n{filters}"));
-        }
-    }
-    left
-}
-
 #[test]
 fn dist_agent_resets_counts_and_cleans_up() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let mut agent = start_dist(
         &lab,
         &[
@@ -346,7 +322,7 @@ fn dist_agent_resets_counts_and_cleans_up() {
     assert_eq!(report["counts_kernel_observed"], true, "{report}");
     assert_eq!(report["nft_table_owned"], true, "{report}");
     assert_eq!(report["cleanup"]["verified"], true, "{report}");
-    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
     let c = curl(&lab.caller, &lab.url(false, 80, "/health"));
     assert_eq!((c.exit, c.http_code.as_str()), (0, "200"), "{c:?}");
 }
@@ -356,14 +332,13 @@ fn dist_agent_killed_leaves_nothing_behind() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let agent = start_dist(&lab, &["--toxicity", "100", "--total-chaos-duration", "60"]);
     assert!(lab.vm.nft_ruleset().contains("reset_peer"));
     let t0 = Instant::now();
     agent.signal("KILL");
     loop {
-        let left = leftovers(&lab);
+        let left = lab.leftovers();
         if left.is_empty() {
             break;
         }
@@ -386,14 +361,14 @@ fn controller_uploads_and_runs_the_dist_agent() {
     if !require_root() {
         return;
     }
-    use reset_tests::ctl::{one_vm, report, run_args, start_injected, wait_bounded};
+    use reset_tests::ctl::{one_vm, run_args, start_injected};
     let (lab, _svc, sim) = one_vm();
     let exe = dist_agent();
     let child = start_injected(&sim, &lab, &run_args(exe.to_str().unwrap(), "3", &[]));
     assert_eq!(curl(&lab.caller, &lab.url(false, 80, "/")).exit, 56);
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(0), "{v}");
+    let out = child.finish(Duration::from_secs(60));
+    let v = out.report();
+    assert_eq!(out.code(), Some(0), "{v}");
     let row = &v["vms"][0];
     assert_eq!(row["agent_report"]["resets_observed"], 1, "{row}");
     assert_eq!(row["agent_report"]["counts_kernel_observed"], true, "{row}");
@@ -504,7 +479,7 @@ fn controller_uploads_the_portable_agent_by_default() {
     if !require_root() {
         return;
     }
-    use reset_tests::ctl::{one_vm, report, start_injected, wait_bounded};
+    use reset_tests::ctl::{one_vm, start_injected};
     let exe = dist_agent();
     let (lab, _svc, sim) = one_vm();
     let args = [
@@ -528,9 +503,9 @@ fn controller_uploads_the_portable_agent_by_default() {
         .any(|b| b == std::fs::read(&exe).unwrap());
     assert!(uploaded, "the running agent is not {}", exe.display());
     assert_eq!(curl(&lab.caller, &lab.url(false, 80, "/")).exit, 56);
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(0), "{v}");
+    let out = child.finish(Duration::from_secs(60));
+    let v = out.report();
+    assert_eq!(out.code(), Some(0), "{v}");
     assert_eq!(v["vms"][0]["agent_report"]["resets_observed"], 1, "{v}");
     lab.assert_clean();
 }
@@ -543,7 +518,7 @@ fn an_agent_that_cannot_start_is_explained() {
     if !require_root() {
         return;
     }
-    use reset_tests::ctl::{one_vm, report, run_args, wait_bounded};
+    use reset_tests::ctl::{one_vm, run_args, run_bounded};
     let mut bytes = std::fs::read(dist_agent()).expect("read");
     let at = bytes
         .windows(14)
@@ -555,15 +530,13 @@ fn an_agent_that_cannot_start_is_explained() {
     let broken = dir.join("reset-agent");
     std::fs::write(&broken, &bytes).unwrap();
     let (lab, _svc, sim) = one_vm();
-    let out = wait_bounded(
-        sim.controller(&run_args(broken.to_str().unwrap(), "2", &[]))
-            .spawn()
-            .unwrap(),
+    let out = run_bounded(
+        sim.controller(&run_args(broken.to_str().unwrap(), "2", &[])),
         Duration::from_secs(60),
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(1), "{v}");
+    let v = out.report();
+    assert_eq!(out.code(), Some(1), "{v}");
     let err = v["vms"][0]["error"].as_str().unwrap_or_default();
     for want in [
         "exited with code 127",

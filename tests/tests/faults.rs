@@ -2,17 +2,15 @@
 //! namespaces (removed on drop, also on failure), breaks something mid-window, and ends by
 //! checking that no table, tc program, agent process or guest file is left and that callers
 //! are healthy.
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reset_tests::{
     bin,
-    ctl::{
-        Vcsim, assert_guest_clean, injected, one_vm, report, run_args, start_injected, wait_bounded,
-    },
+    ctl::{injected, one_vm, run_args, run_bounded, start_injected},
     lab::Lab,
-    proc::{Agent, Service, caller, curl},
+    proc::{Agent, caller, curl},
     require_root,
+    sim::Vcsim,
 };
 
 /// Polls `cond` every 100 ms until it holds, failing with `what` after `limit`.
@@ -41,7 +39,7 @@ fn assert_all_clean(lab: &Lab, sim: &Vcsim) {
     assert_eq!(procs_matching(lab, "/proc/$0"), Vec::<String>::new());
     assert_eq!(procs_matching(lab, "sleep"), Vec::<String>::new());
     assert_eq!(sim.guest_files(), Vec::<std::path::PathBuf>::new());
-    assert_guest_clean(lab);
+    lab.assert_clean();
 }
 
 /// The controller is killed with SIGKILL mid-window: the agent keeps the fault to its own
@@ -55,17 +53,14 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
     let (lab, _svc, sim) = one_vm();
     let agent = bin("reset-agent");
     let agent = agent.to_str().unwrap();
-    let mut child = start_injected(
+    let child = start_injected(
         &sim,
         &lab,
         &run_args(agent, "4", &["--guest-files-ttl", "1"]),
     );
     let injected_at = Instant::now();
-    Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    child.signal("KILL");
+    child.finish(Duration::from_secs(5));
     // The fault goes on without its controller.
     assert_eq!(curl(&lab.caller, &lab.url(false, 80, "/")).exit, 56);
     wait_until(
@@ -86,8 +81,10 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
     assert_all_clean(&lab, &sim);
 
     let cleanup = |iface: &str| {
-        wait_bounded(
+        run_bounded(
             sim.controller(&[
+                "--output",
+                "json",
                 "cleanup",
                 "--vm-name",
                 "vm-a",
@@ -95,17 +92,15 @@ fn controller_killed_mid_window_agent_ends_by_its_deadline() {
                 agent,
                 "--network-interface",
                 iface,
-            ])
-            .spawn()
-            .unwrap(),
+            ]),
             Duration::from_secs(60),
         )
     };
     let bad = cleanup("ens160:1");
-    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert_eq!(bad.code(), Some(2), "{bad:?}");
     let out = cleanup("ens160");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let text = &out.stdout;
+    assert_eq!(out.code(), Some(0), "{text}");
     assert!(text.contains("nothing to clean up"), "{text}");
     assert_all_clean(&lab, &sim);
 }
@@ -121,7 +116,7 @@ fn vcenter_restart_mid_window_controller_reconnects() {
     let (lab, _svc, mut sim) = one_vm();
     let agent = bin("reset-agent");
     let child = start_injected(&sim, &lab, &run_args(agent.to_str().unwrap(), "8", &[]));
-    sim.0.stop();
+    sim.stop();
     let down = Instant::now();
     let mut resets = 0;
     while down.elapsed() < Duration::from_secs(3) {
@@ -129,13 +124,12 @@ fn vcenter_restart_mid_window_controller_reconnects() {
         assert_eq!(c.exit, 56, "the fault holds while vCenter is away: {c:?}");
         resets += 1;
     }
-    sim.0
-        .start_again()
+    sim.start_again()
         .expect("vcsim restarts on the same address");
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(0), "{v}\n{stderr}");
+    let out = child.finish(Duration::from_secs(60));
+    let stderr = &out.stderr;
+    let v = out.report();
+    assert_eq!(out.code(), Some(0), "{v}\n{stderr}");
     let row = &v["vms"][0];
     assert_eq!(row["status"], "ok", "{row}");
     assert_eq!(row["agent_exit_code"], 0, "{row}");
@@ -166,10 +160,10 @@ fn vcenter_gone_for_good_reports_what_was_not_done() {
             &["--vc-reconnect-timeout", "2", "--guest-files-ttl", "1"],
         ),
     );
-    sim.0.stop();
-    let out = wait_bounded(child, Duration::from_secs(40));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(1), "{v}");
+    sim.stop();
+    let out = child.finish(Duration::from_secs(40));
+    let v = out.report();
+    assert_eq!(out.code(), Some(1), "{v}");
     let row = &v["vms"][0];
     assert_eq!(row["status"], "failed", "{row}");
     assert_eq!(row["guest_files_removed"], false, "{row}");
@@ -210,21 +204,21 @@ fn second_controller_on_the_same_vm_refuses_naming_the_first() {
     let first = start_injected(&sim, &lab, &run_args(agent, "5", &[]));
     let files_before = sim.guest_files();
     assert_eq!(files_before.len(), 1, "{files_before:?}");
-    let second = wait_bounded(
-        sim.controller(&run_args(agent, "5", &[])).spawn().unwrap(),
+    let second = run_bounded(
+        sim.controller(&run_args(agent, "5", &[])),
         Duration::from_secs(30),
     );
-    let v2 = report(&second);
-    assert_eq!(second.status.code(), Some(1), "{v2}");
+    let v2 = second.report();
+    assert_eq!(second.code(), Some(1), "{v2}");
     assert_eq!(
         sim.guest_files(),
         files_before,
         "the second run changed nothing"
     );
     assert_eq!(procs_matching(&lab, "reset-agent run").len(), 1);
-    let out = wait_bounded(first, Duration::from_secs(40));
-    let v1 = report(&out);
-    assert_eq!(out.status.code(), Some(0), "{v1}");
+    let out = first.finish(Duration::from_secs(40));
+    let v1 = out.report();
+    assert_eq!(out.code(), Some(0), "{v1}");
     assert_eq!(v1["vms"][0]["status"], "ok");
     let err = v2["vms"][0]["error"].as_str().unwrap();
     let run_id = v1["run_id"].as_str().unwrap();
@@ -259,16 +253,17 @@ fn agent_killed_under_the_controller() {
         })
         .collect();
     assert_eq!(pids.len(), 1, "{pids:?}");
-    Command::new("kill")
+    let st = std::process::Command::new("kill")
         .args(["-KILL", &pids[0].to_string()])
         .status()
         .unwrap();
+    assert!(st.success());
     wait_until(Duration::from_secs(2), "kernel-owned cleanup", || {
         !injected(&lab) && !lab.vm.bpf_attachments("ens160").contains("reset_")
     });
-    let out = wait_bounded(child, Duration::from_secs(30));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(1), "{v}");
+    let out = child.finish(Duration::from_secs(30));
+    let v = out.report();
+    assert_eq!(out.code(), Some(1), "{v}");
     let row = &v["vms"][0];
     assert_eq!(row["agent_exit_code"], 137, "{row}");
     assert!(
@@ -290,8 +285,7 @@ fn service_down_during_the_window() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let svc = Service::start(&lab.vm, 80, None);
+    let (lab, svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -322,7 +316,7 @@ fn service_down_during_the_window() {
         [(7, 5), (56, 5)].into(),
         "service down: unselected refused (curl 7), selected reset (56)"
     );
-    let _svc = Service::start(&lab.vm, 80, None);
+    let _svc = reset_tests::proc::Service::start(&lab.vm, 80, None);
     let back = tally(10);
     assert_eq!(back, [(0, 5), (56, 5)].into(), "service back");
     agent.signal("TERM");
@@ -336,7 +330,7 @@ fn service_down_during_the_window() {
     assert_eq!(run.report()["cleanup"]["verified"], true);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(!injected(&lab));
-    assert_guest_clean(&lab);
+    lab.assert_clean();
 }
 
 /// Established connections to `port` in the VM namespace, counted by the kernel (ss).
@@ -361,7 +355,7 @@ fn ten_thousand_held_plus_a_five_thousand_burst() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
+    let (lab, _svc) = Lab::with_service();
     // 15k connections from one caller to one address, and as many from the proxy to the
     // service, use half of the default ephemeral range (32768-60999); the kernel's port search
     // then dominates connect() (perf: __inet_check_established). Busy hosts widen the range.
@@ -372,7 +366,6 @@ fn ten_thousand_held_plus_a_five_thousand_burst() {
         );
         assert!(out.status.success(), "{out:?}");
     }
-    let _svc = Service::start(&lab.vm, 80, None);
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -449,7 +442,7 @@ fn ten_thousand_held_plus_a_five_thousand_burst() {
         run.stderr
     );
     assert_eq!(run.report()["cleanup"]["verified"], true);
-    assert_guest_clean(&lab);
+    lab.assert_clean();
 }
 
 /// `reset-agent` with CAP_BPF, CAP_SYS_ADMIN and CAP_PERFMON dropped from the bounding set:
@@ -473,8 +466,7 @@ fn without_bpf_the_agent_degrades_to_userspace_mode() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let out = agent_without_bpf(&lab, &["preflight"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("path: mode userspace"), "{text}");
@@ -532,7 +524,7 @@ fn without_bpf_the_agent_degrades_to_userspace_mode() {
     );
     assert_eq!(r["resets_issued"], 3, "{r}");
     assert_eq!(r["cleanup"]["verified"], true, "{r}");
-    assert_guest_clean(&lab);
+    lab.assert_clean();
 }
 
 /// The fallback paths of kernels older than 5.12 (no owner tables) and 6.6 (no TCX), taken on
@@ -544,8 +536,7 @@ fn old_kernel_paths_plain_table_and_netlink_filters() {
     if !require_root() {
         return;
     }
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let old = [("RESET_AGENT_ASSUME_KERNEL", "5.10")];
     let out = lab
         .vm
@@ -625,6 +616,6 @@ fn old_kernel_paths_plain_table_and_netlink_filters() {
             "{}",
             filters("egress")
         );
-        assert_guest_clean(&lab);
+        lab.assert_clean();
     }
 }

@@ -7,15 +7,9 @@ use std::time::{Duration, Instant};
 use reset_tests::{
     bin,
     lab::{Lab, Netns},
-    proc::{Agent, Service, agent_once, caller, curl},
+    proc::{Agent, agent_once, caller, curl},
     require_root,
 };
-
-fn lab_with_service() -> (Lab, Service) {
-    let lab = Lab::new();
-    let svc = Service::start(&lab.vm, 80, None);
-    (lab, svc)
-}
 
 /// firewalld's default zone, in spirit: an inet table whose input chain drops by default and
 /// accepts established traffic, loopback, ICMPv6 and the service port.
@@ -82,7 +76,7 @@ fn no_nat_chain_and_no_conntrack_for_the_service() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(&lab.vm, &["--toxicity", "0", "--total-chaos-duration", "3"]);
     let ruleset = lab.vm.stdout("nft", &["list", "ruleset"]);
     assert!(ruleset.contains("tproxy to :8080"), "{ruleset}");
@@ -162,7 +156,7 @@ fn firewalld_style_guest_firewall_lets_the_fault_through() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     firewalld_style(&lab.vm);
     let out = agent_once(&lab.vm, &["preflight"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -182,7 +176,7 @@ fn iptables_nft_guest_firewall_lets_the_fault_through() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     iptables_nft_style(&lab.vm);
     let text = String::from_utf8_lossy(&agent_once(&lab.vm, &["preflight"]).stdout).into_owned();
     assert!(text.contains("ip filter INPUT"), "{text}");
@@ -200,7 +194,7 @@ fn lost_flows_are_warned_live_and_fail_the_run() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     firewalld_style(&lab.vm);
     let env = [("RESET_AGENT_ASSUME_KERNEL", "4.18")];
     let out = lab
@@ -271,7 +265,7 @@ fn ebpf_logs_rare_events_only() {
     if !require_root() {
         return;
     }
-    let (lab, _svc) = lab_with_service();
+    let (lab, _svc) = Lab::with_service();
     let mut agent = Agent::start(
         &lab.vm,
         &[
@@ -322,7 +316,7 @@ fn controller_fails_a_vm_whose_agent_lost_flows() {
     if !require_root() {
         return;
     }
-    use reset_tests::ctl::{one_vm, report, run_args, start_injected, wait_bounded};
+    use reset_tests::ctl::{one_vm, run_args, start_injected};
     let (lab, _svc, sim) = one_vm();
     for cmd in [
         &["add", "table", "inet", "fw"][..],
@@ -349,9 +343,9 @@ fn controller_fails_a_vm_whose_agent_lost_flows() {
     let c =
         reset_tests::proc::curl_with(&lab.caller, &lab.url(false, 80, "/"), &["--max-time", "1"]);
     assert_eq!(c.exit, 28, "{c:?}");
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let v = report(&out);
-    assert_eq!(out.status.code(), Some(1), "{v}");
+    let out = child.finish(Duration::from_secs(60));
+    let v = out.report();
+    assert_eq!(out.code(), Some(1), "{v}");
     let row = &v["vms"][0];
     assert_eq!(row["status"], "failed", "{row}");
     assert_eq!(row["agent_exit_code"], 5, "{row}");

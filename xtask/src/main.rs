@@ -8,7 +8,6 @@
 
 mod bench;
 mod demo;
-mod demo_report;
 mod deny;
 mod dist;
 mod fuzz;

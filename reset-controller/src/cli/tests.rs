@@ -1,10 +1,14 @@
 //! Flag defaults and parsing.
 
+use std::time::Duration;
+
+use reset_controller::config::{FaultSettings, RunConfig, Stream};
+
 use super::*;
 
-#[test]
-fn defaults_match_the_seed() {
-    let cli = Cli::try_parse_from([
+/// `reset-controller run` with the required flags (VM `a`, or `vms`) and `extra`.
+fn try_run(vms: &str, extra: &[&str]) -> Result<RunArgs, clap::Error> {
+    let mut argv = vec![
         "reset-controller",
         "run",
         "--govc-url",
@@ -12,22 +16,32 @@ fn defaults_match_the_seed() {
         "--govc-username",
         "u",
         "--vm-name",
-        "a,b",
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
-    let f = r.fault.resolve().unwrap();
+        vms,
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv)?.command {
+        Command::Run(r) => Ok(r),
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn run(extra: &[&str]) -> RunArgs {
+    try_run("a", extra).unwrap()
+}
+
+#[test]
+fn defaults_match_the_seed() {
+    let r = try_run("a,b", &[]).unwrap();
+    let f = FaultSettings::resolve(&r.fault.raw()).unwrap();
     assert_eq!((f.target_service_port, f.proxy_port), (80, 8080));
     assert_eq!(f.network_interface, "ens160");
-    assert_eq!(f.toxicity, 100.0);
+    assert_eq!(f.toxicity.percent(), 100.0);
     assert_eq!(f.reset_timeout, Duration::from_millis(2000));
     assert_eq!(f.total_chaos_duration, Duration::from_secs(30));
-    assert_eq!((r.ramp_time, r.chaos_interval), (0, 10));
+    assert_eq!((r.ramp_time.as_str(), r.chaos_interval), ("0", 10));
     assert!(matches!(r.sequence, SequenceArg::Parallel));
     assert!(r.vc.govc_insecure);
-    assert_eq!(r.targets.vm_user_name, "root");
+    assert_eq!(r.targets.vm_user_name, None, "VM_USER_NAME has no default");
     assert_eq!(r.probe.probe_url, None);
     assert_eq!(
         (r.probe.probe_interval, r.probe.probe_timeout),
@@ -42,15 +56,7 @@ fn defaults_match_the_seed() {
 
 #[test]
 fn probe_and_metrics_flags() {
-    let cli = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "h",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
+    let r = run(&[
         "--probe-url",
         "http://198.18.0.2/health",
         "--probe-interval",
@@ -61,11 +67,7 @@ fn probe_and_metrics_flags() {
         "[::1]:9464",
         "--metrics-linger",
         "7",
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
+    ]);
     assert_eq!(r.probe.probe_interval, 200);
     assert_eq!(r.probe.probe_max_error_percent, 0.5);
     assert_eq!(
@@ -73,37 +75,14 @@ fn probe_and_metrics_flags() {
         Some("[::1]:9464".parse().unwrap())
     );
     assert_eq!(r.metrics.metrics_linger, 7);
-    let bad = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "h",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
-        "--metrics-listen",
-        "9464",
-    ]);
+    let bad = try_run("a", &["--metrics-listen", "9464"]);
     assert!(bad.is_err(), "METRICS_LISTEN needs an address and a port");
 }
 
 #[test]
 fn there_is_no_password_flag() {
     for flag in ["--vm-password", "--govc-password", "--password"] {
-        let r = Cli::try_parse_from([
-            "reset-controller",
-            "run",
-            "--govc-url",
-            "h",
-            "--govc-username",
-            "u",
-            "--vm-name",
-            "a",
-            flag,
-            "x",
-        ]);
-        assert!(r.is_err(), "{flag} must not exist");
+        assert!(try_run("a", &[flag, "x"]).is_err(), "{flag} must not exist");
     }
 }
 
@@ -117,27 +96,18 @@ fn secrets_never_show_in_debug_output_or_errors() {
     std::fs::write(&vc, "vc-Debug-Secret-1\n").unwrap();
     std::fs::write(&guest, "guest-Debug-Secret-2\n").unwrap();
     let agent = std::env::current_exe().unwrap();
-    let cli = Cli::try_parse_from([
-        "reset-controller",
-        "run",
-        "--govc-url",
-        "https://vc.example/sdk",
-        "--govc-username",
-        "u",
-        "--vm-name",
-        "a",
+    let mut r = run(&[
+        "--vm-user-name",
+        "root",
         "--govc-password-file",
         vc.to_str().unwrap(),
         "--vm-password-file",
         guest.to_str().unwrap(),
         "--agent",
         agent.to_str().unwrap(),
-    ])
-    .unwrap();
-    let Command::Run(r) = cli.command else {
-        panic!()
-    };
-    let cfg = r.resolve().unwrap();
+    ]);
+    r.vc.govc_url = "https://vc.example/sdk".into();
+    let cfg = RunConfig::resolve(&r.inputs()).unwrap();
     assert_eq!(cfg.vcenter.password.expose(), "vc-Debug-Secret-1");
     let auth = reset_controller::vcenter::GuestAuth {
         user: cfg.targets.guest_user.clone(),
@@ -147,4 +117,22 @@ fn secrets_never_show_in_debug_output_or_errors() {
     assert!(!shown.contains("Debug-Secret"), "{shown}");
     assert!(shown.contains("***"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fault_flags_map_to_the_contracts_raw_settings() {
+    let r = run(&[
+        "--toxicity",
+        "50%",
+        "--stream",
+        "Upstream",
+        "--ramp-time",
+        "3",
+    ]);
+    let i = r.inputs();
+    assert_eq!(i.fault.toxicity.as_deref(), Some("50%"));
+    assert_eq!(i.fault.ramp_time.as_deref(), Some("3"));
+    let f = FaultSettings::resolve(&i.fault).unwrap();
+    assert_eq!(f.toxicity.ppm(), 500_000);
+    assert_eq!(f.stream, Stream::Upstream);
 }

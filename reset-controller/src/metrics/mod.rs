@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::probe::{Outcome, Verdict};
+use crate::probe::verdict::{Outcome, ProbeObserver, Verdict};
 use crate::report::AgentReport;
 
 /// The content type of [`Metrics::render`]'s output.
@@ -270,9 +270,19 @@ impl Metrics {
         }
     }
 
-    /// Register the probe of `url` before its first attempt (counters at 0,
-    /// verdict -1).
-    pub fn probe_started(&self, url: &str) {
+    /// The exposition, OpenMetrics text (`# EOF` last), which Prometheus reads.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.0.registry);
+        out
+    }
+}
+
+/// The probe's counts, live: the probe reports here through [`ProbeObserver`].
+impl ProbeObserver for Metrics {
+    /// Register the probe of `url` before its first attempt (counters at 0, verdict -1).
+    fn started(&self, url: &str) {
         let l = url_label(url);
         let i = &self.0;
         for f in [
@@ -288,7 +298,7 @@ impl Metrics {
     }
 
     /// Count one finished probe attempt.
-    pub fn probe_attempt(&self, url: &str, outcome: Outcome, took: Duration) {
+    fn attempt(&self, url: &str, outcome: Outcome, took: Duration) {
         let l = url_label(url);
         let i = &self.0;
         i.probe_attempts.get_or_create(&l).inc();
@@ -303,20 +313,12 @@ impl Metrics {
     }
 
     /// Record the probe's verdict.
-    pub fn probe_verdict(&self, url: &str, verdict: Verdict) {
+    fn verdict(&self, url: &str, verdict: Verdict) {
         let v = match verdict {
             Verdict::Pass => 1,
             Verdict::Fail => 0,
         };
         self.0.probe_verdict.get_or_create(&url_label(url)).set(v);
-    }
-
-    /// The exposition, OpenMetrics text (`# EOF` last), which Prometheus reads.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.0.registry);
-        out
     }
 }
 

@@ -1,76 +1,18 @@
 //! Rendering: the text parses back line by line, and the values are what was
 //! recorded.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
+
+use reset_tests::metrics::{Exposition, parse};
 
 use super::*;
 
-/// One sample line: `name{k="v",...} value`.
-#[derive(Debug, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// Parse an exposition strictly: every line is a `# HELP|TYPE|EOF` comment or a
-/// sample; panics naming the first line that is neither.
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    assert!(text.ends_with("# EOF\n"), "ends with # EOF");
-    for line in text.lines() {
-        if let Some(c) = line.strip_prefix("# ") {
-            let kw = c.split(' ').next().unwrap();
-            assert!(["HELP", "TYPE", "EOF"].contains(&kw), "comment {line:?}");
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            None => (series, BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"));
-                let mut labels = BTreeMap::new();
-                for pair in body.split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
-                    assert!(is_name(k), "label name in {line:?}");
-                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
-                }
-                (name, labels)
-            }
-        };
-        assert!(is_name(name), "metric name in {line:?}");
-        out.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    out
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels.len() == s.labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
+/// The exposition, which must parse strictly and end with `# EOF`.
+fn scrape(m: &Metrics) -> Exposition {
+    let text = m.render();
+    let e = parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    assert!(e.eof, "ends with # EOF:\n{text}");
+    e
 }
 
 #[test]
@@ -85,107 +27,88 @@ fn renders_parseable_text_with_the_recorded_values() {
     });
     m.agent_report("web-01", &AgentReport::from_value(&report).unwrap());
     let url = "http://198.18.0.2/health";
-    m.probe_started(url);
-    m.probe_attempt(url, Outcome::Ok, Duration::from_millis(3));
-    m.probe_attempt(url, Outcome::Reset, Duration::from_millis(2001));
-    m.probe_attempt(url, Outcome::Reset, Duration::from_millis(2002));
-    m.probe_attempt(url, Outcome::OtherError, Duration::from_secs(5));
+    m.started(url);
+    m.attempt(url, Outcome::Ok, Duration::from_millis(3));
+    m.attempt(url, Outcome::Reset, Duration::from_millis(2001));
+    m.attempt(url, Outcome::Reset, Duration::from_millis(2002));
+    m.attempt(url, Outcome::OtherError, Duration::from_secs(5));
 
     let text = m.render();
-    let s = parse(&text);
+    let s = scrape(&m);
     let web = [("vm", "web-01")];
     assert_eq!(
-        value(&s, "reset_peer_flows_seen_total", &web),
+        s.value("reset_peer_flows_seen_total", &web),
         Some(200.0),
         "{text}"
     );
     assert_eq!(
-        value(&s, "reset_peer_flows_selected_total", &web),
+        s.value("reset_peer_flows_selected_total", &web),
         Some(100.0)
     );
+    assert_eq!(s.value("reset_peer_resets_issued_total", &web), Some(100.0));
     assert_eq!(
-        value(&s, "reset_peer_resets_issued_total", &web),
-        Some(100.0)
-    );
-    assert_eq!(
-        value(&s, "reset_peer_resets_observed_total", &web),
+        s.value("reset_peer_resets_observed_total", &web),
         Some(99.0)
     );
     let q = |q| [("vm", "web-01"), ("quantile", q)];
     assert_eq!(
-        value(&s, "reset_peer_reset_delay_ms", &q("0.5")),
+        s.value("reset_peer_reset_delay_ms", &q("0.5")),
         Some(2000.5)
     );
     assert_eq!(
-        value(&s, "reset_peer_reset_delay_ms", &q("0.99")),
+        s.value("reset_peer_reset_delay_ms", &q("0.99")),
         Some(2003.25)
     );
-    assert_eq!(
-        value(&s, "reset_peer_reset_delay_ms", &q("1")),
-        Some(2004.0)
-    );
-    assert_eq!(
-        value(&s, "reset_peer_reset_delay_samples", &web),
-        Some(99.0)
-    );
+    assert_eq!(s.value("reset_peer_reset_delay_ms", &q("1")), Some(2004.0));
+    assert_eq!(s.value("reset_peer_reset_delay_samples", &web), Some(99.0));
     let ph = |vm, p| [("vm", vm), ("phase", p)];
     assert_eq!(
-        value(&s, "reset_peer_vm_phase", &ph("web-01", "done")),
+        s.value("reset_peer_vm_phase", &ph("web-01", "done")),
         Some(1.0)
     );
     assert_eq!(
-        value(&s, "reset_peer_vm_phase", &ph("web-01", "staging")),
+        s.value("reset_peer_vm_phase", &ph("web-01", "staging")),
         Some(0.0)
     );
     assert_eq!(
-        value(&s, "reset_peer_vm_phase", &ph("db-01", "injecting")),
+        s.value("reset_peer_vm_phase", &ph("db-01", "injecting")),
         Some(1.0)
     );
-    let in_phase: f64 = s
-        .iter()
-        .filter(|x| x.name == "reset_peer_vm_phase" && x.labels["vm"] == "db-01")
-        .map(|x| x.value)
-        .sum();
-    assert_eq!(in_phase, 1.0, "exactly one phase at a time");
-    assert!(value(&s, "reset_peer_flows_seen_total", &[("vm", "db-01")]).is_none());
+    let in_phase = s.sum("reset_peer_vm_phase", &[("vm", "db-01")]);
+    assert_eq!(in_phase, Some(1.0), "exactly one phase at a time");
+    assert!(
+        s.value("reset_peer_flows_seen_total", &[("vm", "db-01")])
+            .is_none()
+    );
 
     let u = [("url", url)];
-    assert_eq!(value(&s, "reset_peer_probe_attempts_total", &u), Some(4.0));
-    assert_eq!(value(&s, "reset_peer_probe_ok_total", &u), Some(1.0));
-    assert_eq!(value(&s, "reset_peer_probe_resets_total", &u), Some(2.0));
+    assert_eq!(s.value("reset_peer_probe_attempts_total", &u), Some(4.0));
+    assert_eq!(s.value("reset_peer_probe_ok_total", &u), Some(1.0));
+    assert_eq!(s.value("reset_peer_probe_resets_total", &u), Some(2.0));
     assert_eq!(
-        value(&s, "reset_peer_probe_other_errors_total", &u),
+        s.value("reset_peer_probe_other_errors_total", &u),
         Some(1.0)
     );
-    assert_eq!(value(&s, "reset_peer_probe_verdict", &u), Some(-1.0));
-    assert_eq!(
-        value(&s, "reset_peer_probe_latency_ms_count", &u),
-        Some(4.0)
-    );
+    assert_eq!(s.value("reset_peer_probe_verdict", &u), Some(-1.0));
+    assert_eq!(s.value("reset_peer_probe_latency_ms_count", &u), Some(4.0));
     let le = |b| [("url", url), ("le", b)];
     assert_eq!(
-        value(&s, "reset_peer_probe_latency_ms_bucket", &le("4.0")),
+        s.value("reset_peer_probe_latency_ms_bucket", &le("4.0")),
         Some(1.0)
     );
     assert_eq!(
-        value(&s, "reset_peer_probe_latency_ms_bucket", &le("4096.0")),
+        s.value("reset_peer_probe_latency_ms_bucket", &le("4096.0")),
         Some(3.0)
     );
     assert_eq!(
-        value(&s, "reset_peer_probe_latency_ms_bucket", &le("+Inf")),
+        s.value("reset_peer_probe_latency_ms_bucket", &le("+Inf")),
         Some(4.0)
     );
 
-    m.probe_verdict(url, Verdict::Fail);
-    assert_eq!(
-        value(&parse(&m.render()), "reset_peer_probe_verdict", &u),
-        Some(0.0)
-    );
-    m.probe_verdict(url, Verdict::Pass);
-    assert_eq!(
-        value(&parse(&m.render()), "reset_peer_probe_verdict", &u),
-        Some(1.0)
-    );
+    m.verdict(url, Verdict::Fail);
+    assert_eq!(scrape(&m).value("reset_peer_probe_verdict", &u), Some(0.0));
+    m.verdict(url, Verdict::Pass);
+    assert_eq!(scrape(&m).value("reset_peer_probe_verdict", &u), Some(1.0));
 }
 
 #[test]
@@ -195,7 +118,7 @@ fn help_and_type_for_every_family() {
     m.phase("vm", Phase::Pending);
     let r = serde_json::json!({"flows_seen": 1, "reset_delay_ms": {"p50": 1.0}});
     m.agent_report("vm", &AgentReport::from_value(&r).unwrap());
-    m.probe_started("http://h/");
+    m.started("http://h/");
     let text = m.render();
     for family in [
         "flows_seen",

@@ -12,6 +12,7 @@
 
 pub mod abort;
 pub mod error;
+pub mod guest_dir;
 pub mod launcher;
 pub mod progress;
 pub mod vm;
@@ -22,10 +23,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use crate::config::{RunConfig, Sequence, Targets, VcenterSettings};
+use crate::config::{ProbeSettings, RunConfig, Sequence, Targets, VcenterSettings};
 use crate::metrics::Metrics;
-use crate::probe::{self, ProbeReport, ProbeSettings};
-use crate::report::{RunReport, VmReport};
+use crate::probe::{self, ProbeReport};
+use crate::report::{RunReport, VmReport, VmStatus};
 use crate::vcenter::{Guest, GuestAuth, Session, VcError, inventory};
 use abort::{ABORT_BUDGET, Abort};
 use error::VmError;
@@ -33,8 +34,9 @@ use progress::Progress;
 use vm::VmRun;
 use window::FaultWindow;
 
-/// Extra time past the window before an agent counts as hung.
-const GRACE: Duration = Duration::from_secs(30);
+/// Extra time past the window (and its reset timeout) before an agent counts as hung: the
+/// grace the agent itself allows before its own deadline (the settings contract's).
+const GRACE: Duration = reset_common::settings::DEADLINE_GRACE;
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -377,7 +379,11 @@ pub async fn agent_command(
                 {
                     Ok((code, text)) => {
                         r.report.agent_exit_code = Some(code);
-                        r.report.status = if code == 0 { "ok" } else { "failed" }.into();
+                        r.report.status = if code == 0 {
+                            VmStatus::Ok
+                        } else {
+                            VmStatus::Failed
+                        };
                         if code != 0 {
                             r.report.error = Some(format!(
                                 "reset-agent {sub} exited with code {code} ({})",

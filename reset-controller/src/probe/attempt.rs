@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::target::ProbeTarget;
 use super::verdict::Outcome;
+use crate::config::ProbeTarget;
 
 /// Largest response head read.
 const MAX_HEAD: usize = 64 << 10;

@@ -6,10 +6,10 @@
 //!
 //! Attempts start on a fixed schedule and may overlap (a held connection does not
 //! delay the next attempt), so the attempt count is window / interval whatever the
-//! fault does to latency.
+//! fault does to latency. Counts go to a [`ProbeObserver`] as they happen (the run's
+//! metrics implement it); the probe knows nothing of who listens.
 
 pub mod attempt;
-pub mod target;
 pub mod verdict;
 
 use std::future::Future;
@@ -18,42 +18,28 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::metrics::Metrics;
-pub use target::{ProbeTarget, TargetError};
-pub use verdict::{Outcome, ProbeReport, Tally, Verdict};
-
-/// The probe as configured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeSettings {
-    /// PROBE_URL.
-    pub target: ProbeTarget,
-    /// PROBE_INTERVAL: time between attempt starts.
-    pub interval: Duration,
-    /// PROBE_TIMEOUT: bound of one attempt.
-    pub timeout: Duration,
-    /// PROBE_MAX_ERROR_PERCENT.
-    pub max_error_percent: f64,
-}
+use crate::config::ProbeSettings;
+pub use verdict::{Outcome, ProbeObserver, ProbeReport, Tally, Verdict};
 
 /// The report of a probe that never ran (the window never opened).
-pub fn not_run(settings: &ProbeSettings, metrics: &Metrics) -> ProbeReport {
+pub fn not_run(settings: &ProbeSettings, observer: &impl ProbeObserver) -> ProbeReport {
     let r = Tally::default().report(&settings.target.url, settings.max_error_percent);
-    metrics.probe_verdict(&settings.target.url, r.verdict);
+    observer.verdict(&settings.target.url, r.verdict);
     r
 }
 
 /// Probe until `stop` resolves, then let the attempts in flight finish (each is
 /// bounded by the timeout) and count them; `cancel` (abort) ends at once and drops
 /// the attempts in flight uncounted. Returns the report with its verdict; counts
-/// go to `metrics` as each attempt ends.
+/// go to `observer` as each attempt ends.
 pub async fn run(
     settings: &ProbeSettings,
     stop: impl Future<Output = ()>,
     cancel: impl Future<Output = ()>,
-    metrics: &Metrics,
+    observer: &impl ProbeObserver,
 ) -> ProbeReport {
     let url = settings.target.url.as_str();
-    metrics.probe_started(url);
+    observer.started(url);
     let mut tally = Tally::default();
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -74,7 +60,7 @@ pub async fn run(
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 if let Ok((outcome, took)) = done {
                     tally.record(outcome, took);
-                    metrics.probe_attempt(url, outcome, took);
+                    observer.attempt(url, outcome, took);
                 }
             }
             _ = tick.tick(), if !stopping => {
@@ -84,7 +70,7 @@ pub async fn run(
         }
     }
     let report = tally.report(url, settings.max_error_percent);
-    metrics.probe_verdict(url, report.verdict);
+    observer.verdict(url, report.verdict);
     tracing::info!(
         url,
         attempts = report.attempts,
@@ -99,9 +85,32 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::config::ProbeTarget;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
+
+    /// What the probe told its observer: (url, attempts, outcomes, verdict).
+    #[derive(Default)]
+    struct Recorder(Mutex<(String, u64, Vec<Outcome>, Option<Verdict>)>);
+
+    impl ProbeObserver for Recorder {
+        fn started(&self, url: &str) {
+            let mut r = self.0.lock().unwrap();
+            *r = (url.to_string(), 0, Vec::new(), None);
+        }
+        fn attempt(&self, url: &str, outcome: Outcome, _took: Duration) {
+            let mut r = self.0.lock().unwrap();
+            assert_eq!(r.0, url, "attempts come after started()");
+            r.1 += 1;
+            r.2.push(outcome);
+        }
+        fn verdict(&self, _url: &str, verdict: Verdict) {
+            self.0.lock().unwrap().3 = Some(verdict);
+        }
+    }
 
     /// Every second connection is reset, the others get a 200.
     async fn half_resetting_server() -> ProbeTarget {
@@ -133,7 +142,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             max_error_percent: 5.0,
         };
-        let m = Metrics::new();
+        let m = Recorder::default();
         let never = std::future::pending::<()>;
         let stop = tokio::time::sleep(Duration::from_millis(390));
         let r = run(&settings, stop, never(), &m).await;
@@ -142,12 +151,25 @@ mod tests {
         assert_eq!(r.other_errors, 0, "{r:?}");
         assert!(r.ok.abs_diff(r.resets) <= 1, "{r:?}");
         assert_eq!(r.verdict, Verdict::Fail);
-        assert!(m.render().contains(&format!(
-            "reset_peer_probe_attempts_total{{url=\"{}\"}} {}",
-            settings.target.url, r.attempts
-        )));
+        {
+            let seen = m.0.lock().unwrap();
+            assert_eq!(
+                (seen.0.as_str(), seen.1, seen.3),
+                (
+                    settings.target.url.as_str(),
+                    r.attempts,
+                    Some(Verdict::Fail)
+                ),
+                "every attempt and the verdict reached the observer"
+            );
+            let resets = seen.2.iter().filter(|o| **o == Outcome::Reset).count();
+            assert_eq!(resets as u64, r.resets);
+        }
 
+        // A fresh server, so its first connection is answered whatever the parity of the
+        // attempts above (sharing one made this flaky on a loaded machine).
         let lenient = ProbeSettings {
+            target: half_resetting_server().await,
             max_error_percent: 60.0,
             ..settings.clone()
         };
@@ -159,5 +181,6 @@ mod tests {
         let r = run(&settings, never(), async {}, &m).await;
         assert_eq!((r.attempts, r.verdict), (0, Verdict::Fail));
         assert_eq!(not_run(&settings, &m).verdict, Verdict::Fail);
+        assert_eq!(m.0.lock().unwrap().3, Some(Verdict::Fail));
     }
 }

@@ -1,5 +1,7 @@
-//! The probe's arithmetic: the tally of attempts, latency percentiles and the SLO
-//! verdict. Pure: no I/O, no clock.
+//! The probe's vocabulary and arithmetic: how an attempt ended, the tally of attempts,
+//! latency percentiles, the SLO verdict, and the observer the probe reports them to as they
+//! happen. Pure: no I/O, no clock. The report and the metrics import only this module of
+//! the probe.
 
 use std::time::Duration;
 
@@ -35,6 +37,17 @@ impl Verdict {
             Verdict::Fail => "fail",
         }
     }
+}
+
+/// Who hears of the probe as it runs (the run's metrics). Recording never fails and does
+/// no I/O.
+pub trait ProbeObserver {
+    /// The probe of `url` starts (before its first attempt).
+    fn started(&self, url: &str);
+    /// One attempt finished.
+    fn attempt(&self, url: &str, outcome: Outcome, took: Duration);
+    /// The probe's verdict (also for a probe that never ran).
+    fn verdict(&self, url: &str, verdict: Verdict);
 }
 
 /// Latency percentiles, milliseconds.

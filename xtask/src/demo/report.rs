@@ -1,8 +1,10 @@
 //! The demo's verdicts and output: the controller's table, the callers' outcome, the kernel's
-//! counters beside what the callers saw, the metrics check and the cleanup verdict.
-use std::{collections::HashMap, fmt::Write as _};
+//! counters beside what the callers saw, the metrics check and the cleanup verdict. Pure: it
+//! judges what the run collected, it runs nothing.
+use std::fmt::Write as _;
 
-use reset_tests::lab::Lab;
+use reset_common::settings::Toxicity;
+use reset_tests::metrics;
 use serde_json::{Value, json};
 
 pub struct Inputs<'a> {
@@ -23,24 +25,6 @@ pub struct Outcome {
     pub json: Value,
 }
 
-/// No table, no tc programs of ours, no agent process left in the VM.
-pub fn lab_clean(lab: &Lab) -> Result<(), String> {
-    let rules = lab.vm.nft_ruleset();
-    if rules.contains("reset_peer") {
-        return Err(format!("table left in the VM:\n{rules}"));
-    }
-    if lab.vm.bpf_attachments("ens160").contains("reset_") {
-        return Err("tc programs left on ens160".into());
-    }
-    for pid in lab.vm.pids() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "reset-agent" {
-            return Err(format!("reset-agent still running in the VM (pid {pid})"));
-        }
-    }
-    Ok(())
-}
-
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -52,28 +36,35 @@ pub fn binomial_999(n: u64, p: f64) -> (f64, f64) {
     (mean - half, mean + half)
 }
 
-/// `name{labels} value` samples whose labels contain `label`, summed by metric name.
-fn metric_sums(text: &str, label: &str) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(label))
-    {
-        if let Some((series, value)) = line.rsplit_once(' ')
-            && let Ok(v) = value.parse::<f64>()
-        {
-            *out.entry(series.split('{').next().unwrap_or("").to_owned())
-                .or_default() += v;
-        }
-    }
-    out
+/// The controller's counter `name` for `vm` on its metrics endpoint, if the exposition
+/// parses and has it.
+fn vm_counter(exposition: &str, name: &str, vm: &str) -> Option<u64> {
+    let m = metrics::parse(exposition).ok()?;
+    m.sum(name, &[("vm", vm)]).map(|v| v as u64)
 }
 
-pub fn build(i: Inputs<'_>) -> Outcome {
+/// What the demo found, in numbers and verdicts.
+struct Verdicts {
+    p: f64,
+    naive_n: u64,
+    naive_resets: u64,
+    interval: (f64, f64),
+    naive_ok: bool,
+    retry_success: f64,
+    callers_resets: u64,
+    kernel_resets: u64,
+    counts_agree: bool,
+    metrics_agree: bool,
+    cleanup_verified: bool,
+    lab_ok: bool,
+    ok: bool,
+}
+
+fn judge(i: &Inputs<'_>) -> Verdicts {
     let vm = &i.report["vms"][0];
     let agent = &vm["agent_report"];
     let probe = &i.report["probe"];
-    let p = i.toxicity.parse::<f64>().unwrap_or(0.0) / 100.0;
+    let p = Toxicity::parse(i.toxicity).map_or(0.0, |t| t.percent()) / 100.0;
     let naive_n = u(&i.naive["requests"]);
     let naive_resets = u(&i.naive["resets"]);
     let (lo, hi) = binomial_999(naive_n, p);
@@ -83,14 +74,10 @@ pub fn build(i: Inputs<'_>) -> Outcome {
     let kernel_resets = u(&agent["resets_observed"]);
     let counts_agree =
         kernel_resets == callers_resets && u(&agent["resets_issued"]) == kernel_resets;
-    let m = metric_sums(i.metrics, "web-01");
-    let metric = |k: &str| {
-        m.iter()
-            .find(|(n, _)| n.contains(k))
-            .map(|(_, v)| *v as u64)
-    };
-    let metrics_agree = metric("resets_observed") == Some(kernel_resets)
-        && metric("flows_seen") == Some(u(&agent["flows_seen"]));
+    let vm_name = vm["vm"].as_str().unwrap_or("");
+    let metric = |name: &str| vm_counter(i.metrics, name, vm_name);
+    let metrics_agree = metric("reset_peer_resets_observed_total") == Some(kernel_resets)
+        && metric("reset_peer_flows_seen_total") == Some(u(&agent["flows_seen"]));
     let cleanup_verified = agent["cleanup"]["verified"].as_bool().unwrap_or(false);
     let lab_ok = i.lab_clean.is_ok();
     let verdict_present = probe["verdict"].is_string();
@@ -101,30 +88,67 @@ pub fn build(i: Inputs<'_>) -> Outcome {
         && lab_ok
         && verdict_present
         && metrics_agree;
+    Verdicts {
+        p,
+        naive_n,
+        naive_resets,
+        interval: (lo, hi),
+        naive_ok,
+        retry_success,
+        callers_resets,
+        kernel_resets,
+        counts_agree,
+        metrics_agree,
+        cleanup_verified,
+        lab_ok,
+        ok,
+    }
+}
 
-    let json = json!({
-        "ok": ok,
+pub fn build(i: Inputs<'_>) -> Outcome {
+    let v = judge(&i);
+    Outcome {
+        ok: v.ok,
+        text: text(&i, &v),
+        json: to_json(&i, &v),
+    }
+}
+
+fn to_json(i: &Inputs<'_>, v: &Verdicts) -> Value {
+    let agent = &i.report["vms"][0]["agent_report"];
+    let (lo, hi) = v.interval;
+    json!({
+        "ok": v.ok,
         "demo_pid": std::process::id(),
-        "toxicity_percent": p * 100.0,
+        "toxicity_percent": v.p * 100.0,
         "duration_s": i.duration,
         "controller_exit_code": i.controller_exit,
         "naive": i.naive,
         "retrying": i.retrying,
-        "probe": probe,
+        "probe": i.report["probe"],
         "kernel": {
             "flows_seen": agent["flows_seen"], "flows_selected": agent["flows_selected"],
             "resets_observed": agent["resets_observed"], "resets_issued": agent["resets_issued"],
             "reset_delay_ms": agent["reset_delay_ms"], "mode": agent["mode"],
         },
-        "callers_observed_resets": callers_resets,
-        "counts_agree": counts_agree,
-        "naive_binomial_999": {"n": naive_n, "low": lo, "high": hi, "resets": naive_resets, "within": naive_ok},
-        "retrying_success_percent": retry_success,
-        "metrics_agree": metrics_agree,
-        "cleanup": {"agent_verified": cleanup_verified, "lab_clean": lab_ok, "problem": i.lab_clean.clone().err()},
+        "callers_observed_resets": v.callers_resets,
+        "counts_agree": v.counts_agree,
+        "naive_binomial_999": {"n": v.naive_n, "low": lo, "high": hi, "resets": v.naive_resets, "within": v.naive_ok},
+        "retrying_success_percent": v.retry_success,
+        "metrics_agree": v.metrics_agree,
+        "cleanup": {"agent_verified": v.cleanup_verified, "lab_clean": v.lab_ok, "problem": i.lab_clean.clone().err()},
         "controller_report": i.report,
-    });
+    })
+}
 
+/// The text a user reads: the controller's table, the callers, kernel vs callers, verdict.
+fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
+    let agent = &i.report["vms"][0]["agent_report"];
+    let probe = &i.report["probe"];
+    let (lo, hi) = v.interval;
+    let (p, naive_n, naive_resets) = (v.p, v.naive_n, v.naive_resets);
+    let (callers_resets, kernel_resets) = (v.callers_resets, v.kernel_resets);
+    let (retry_success, cleanup_verified) = (v.retry_success, v.cleanup_verified);
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -177,12 +201,12 @@ pub fn build(i: Inputs<'_>) -> Outcome {
         "callers: resets seen {callers_resets} (naive {naive_resets} + retrying {} + probe {})  -> {}",
         u(&i.retrying["resets"]),
         u(&probe["resets"]),
-        if counts_agree { "agree" } else { "MISMATCH" }
+        if v.counts_agree { "agree" } else { "MISMATCH" }
     );
     let _ = writeln!(
         t,
         "naive resets {naive_resets} of {naive_n}: 99.9% binomial interval [{lo:.0}, {hi:.0}] -> {}",
-        if naive_ok { "inside" } else { "OUTSIDE" }
+        if v.naive_ok { "inside" } else { "OUTSIDE" }
     );
     let _ = writeln!(
         t,
@@ -191,7 +215,7 @@ pub fn build(i: Inputs<'_>) -> Outcome {
     let _ = writeln!(
         t,
         "metrics endpoint agrees with the report: {}",
-        if metrics_agree { "yes" } else { "NO" }
+        if v.metrics_agree { "yes" } else { "NO" }
     );
     let _ = writeln!(
         t,
@@ -201,8 +225,8 @@ pub fn build(i: Inputs<'_>) -> Outcome {
             Err(e) => format!("NOT CLEAN: {e}"),
         }
     );
-    let _ = writeln!(t, "\ndemo verdict: {}", if ok { "PASS" } else { "FAIL" });
-    Outcome { ok, text: t, json }
+    let _ = writeln!(t, "\ndemo verdict: {}", if v.ok { "PASS" } else { "FAIL" });
+    t
 }
 
 #[cfg(test)]
@@ -220,9 +244,10 @@ mod tests {
     }
 
     #[test]
-    fn metric_sums_pick_labelled_samples() {
+    fn vm_counters_pick_labelled_samples() {
         let text = "# HELP x y\nreset_peer_resets_observed_total{vm=\"web-01\"} 7\nreset_peer_resets_observed_total{vm=\"db\"} 3\n";
-        let m = metric_sums(text, "web-01");
-        assert_eq!(m["reset_peer_resets_observed_total"], 7.0);
+        let c = |vm| vm_counter(text, "reset_peer_resets_observed_total", vm);
+        assert_eq!((c("web-01"), c("db"), c("x")), (Some(7), Some(3), None));
+        assert_eq!(vm_counter("not metrics", "x", "web-01"), None);
     }
 }

@@ -1,8 +1,61 @@
-//! The probe's URL, parsed once: `http://HOST[:PORT][/PATH][?QUERY]`, HOST being an
-//! IPv4 address, a bracketed IPv6 address or a DNS name. No I/O here.
+//! The HTTP probe's settings: PROBE_URL parsed once (`http://HOST[:PORT][/PATH][?QUERY]`,
+//! HOST being an IPv4 address, a bracketed IPv6 address or a DNS name), the interval, the
+//! timeout and the error budget. No I/O here.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// The probe as given (PROBE_INTERVAL and PROBE_TIMEOUT in ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeInputs {
+    /// PROBE_URL.
+    pub url: String,
+    /// PROBE_INTERVAL, ms.
+    pub interval_ms: u64,
+    /// PROBE_TIMEOUT, ms.
+    pub timeout_ms: u64,
+    /// PROBE_MAX_ERROR_PERCENT.
+    pub max_error_percent: f64,
+}
+
+/// The probe as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSettings {
+    /// PROBE_URL.
+    pub target: ProbeTarget,
+    /// PROBE_INTERVAL: time between attempt starts.
+    pub interval: Duration,
+    /// PROBE_TIMEOUT: bound of one attempt.
+    pub timeout: Duration,
+    /// PROBE_MAX_ERROR_PERCENT.
+    pub max_error_percent: f64,
+}
+
+impl ProbeSettings {
+    /// Check and type the probe settings.
+    pub fn resolve(i: &ProbeInputs) -> Result<ProbeSettings, ConfigError> {
+        let target = ProbeTarget::parse(&i.url)?;
+        let max = i.max_error_percent;
+        if !(max.is_finite() && (0.0..=100.0).contains(&max)) {
+            return Err(ConfigError::ProbeMaxErrorPercent(max));
+        }
+        if i.interval_ms == 0 {
+            return Err(ConfigError::ProbeZero("PROBE_INTERVAL"));
+        }
+        if i.timeout_ms == 0 {
+            return Err(ConfigError::ProbeZero("PROBE_TIMEOUT"));
+        }
+        Ok(ProbeSettings {
+            target,
+            interval: Duration::from_millis(i.interval_ms),
+            timeout: Duration::from_millis(i.timeout_ms),
+            max_error_percent: max,
+        })
+    }
+}
 
 /// Why PROBE_URL was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,5 +247,34 @@ mod tests {
         assert!(matches!(err("http://h/a b"), TargetError::Unsafe(_)));
         assert!(matches!(err("http://h/\r\nX: y"), TargetError::Unsafe(_)));
         assert!(err("https://h/").to_string().contains("http://"));
+    }
+
+    fn inputs(url: &str, interval_ms: u64, timeout_ms: u64, max: f64) -> ProbeInputs {
+        ProbeInputs {
+            url: url.into(),
+            interval_ms,
+            timeout_ms,
+            max_error_percent: max,
+        }
+    }
+
+    #[test]
+    fn probe_bounds() {
+        let p =
+            ProbeSettings::resolve(&inputs("http://[2001:db8::2]/health", 250, 5000, 5.0)).unwrap();
+        assert_eq!(p.interval, Duration::from_millis(250));
+        assert_eq!(p.target.port, 80);
+        assert!(matches!(
+            ProbeSettings::resolve(&inputs("https://h/", 1000, 5000, 5.0)),
+            Err(ConfigError::ProbeUrl(_))
+        ));
+        for bad in [-1.0, 100.5, f64::NAN] {
+            assert!(matches!(
+                ProbeSettings::resolve(&inputs("http://h/", 1000, 5000, bad)),
+                Err(ConfigError::ProbeMaxErrorPercent(_))
+            ));
+        }
+        assert!(ProbeSettings::resolve(&inputs("http://h/", 0, 5000, 5.0)).is_err());
+        assert!(ProbeSettings::resolve(&inputs("http://h/", 1000, 0, 5.0)).is_err());
     }
 }

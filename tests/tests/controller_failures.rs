@@ -1,43 +1,39 @@
 //! The controller against the simulator: every failure a user can hit before the
 //! agent runs gives a clear message, a failed row and a non-zero exit, and
-//! nothing is left in the guest.
+//! nothing is left in the guest. The simulator's VMs run the stand-in agent on this host.
 
-mod common;
-
+use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use reset_tests::{
+    ctl::{self, run_bounded},
+    fake_agent,
+    sim::{Credentials, Vcsim},
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn run(sim: &SimHandle, vms: &str, extra_env: &[(&str, &str)]) -> (i32, String, String) {
+fn run(sim: &Vcsim, vms: &str, extra_env: &[(&str, &str)]) -> (i32, String, String) {
     let agent = fake_agent();
-    let mut c = controller(
-        &sim.url,
-        &[
-            "run",
-            "--vm-name",
-            vms,
-            "--agent",
-            agent.to_str().unwrap(),
-            "--total-chaos-duration",
-            "1",
-        ],
-    );
+    let mut c = sim.controller(&[
+        "run",
+        "--vm-name",
+        vms,
+        "--agent",
+        agent.to_str().unwrap(),
+        "--total-chaos-duration",
+        "1",
+    ]);
     for (k, v) in extra_env {
         c.env(k, v);
     }
-    let (out, _) = run_bounded(c, LIMIT);
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    let out = run_bounded(c, LIMIT);
+    (out.code().unwrap_or(-1), out.stdout, out.stderr)
 }
 
 #[test]
 fn wrong_guest_password_is_clear_and_uploads_nothing() {
-    let sim = start_sim(vec![vm("web-01")]);
+    let sim = Vcsim::builder().host_vm("web-01").start();
     let (code, out, err) = run(&sim, "web-01", &[("VM_PASSWORD", "not-the-password")]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -60,7 +56,11 @@ fn wrong_guest_password_is_clear_and_uploads_nothing() {
 
 #[test]
 fn unknown_and_ambiguous_vm_names_are_clear() {
-    let sim = start_sim(vec![vm("web-01"), vm("twin"), vm("twin")]);
+    let sim = Vcsim::builder()
+        .host_vm("web-01")
+        .host_vm("twin")
+        .host_vm("twin")
+        .start();
     let (code, out, _) = run(&sim, "nope,twin", &[]);
     assert_eq!(code, 1);
     assert!(
@@ -78,11 +78,12 @@ fn unknown_and_ambiguous_vm_names_are_clear() {
 
 #[test]
 fn powered_off_and_tools_not_running_are_clear() {
-    let mut off = vm("off-01");
-    off.powered_on = false;
-    let mut notools = vm("notools-01");
-    notools.tools_running = false;
-    let sim = start_sim(vec![off, notools]);
+    let sim = Vcsim::builder()
+        .host_vm("off-01")
+        .powered_off("off-01")
+        .host_vm("notools-01")
+        .tools_not_running("notools-01")
+        .start();
     let (code, out, _) = run(&sim, "off-01,notools-01", &[]);
     assert_eq!(code, 1);
     assert!(
@@ -96,9 +97,11 @@ fn powered_off_and_tools_not_running_are_clear() {
 
 #[test]
 fn one_bad_vm_does_not_stop_the_others() {
-    let mut off = vm("off-01");
-    off.powered_on = false;
-    let sim = start_sim(vec![vm("web-01"), off]);
+    let sim = Vcsim::builder()
+        .host_vm("web-01")
+        .host_vm("off-01")
+        .powered_off("off-01")
+        .start();
     let (code, out, err) = run(&sim, "web-01,off-01", &[]);
     assert_eq!(code, 1, "{out}{err}");
     let rows: Vec<&str> = out.lines().collect();
@@ -108,12 +111,13 @@ fn one_bad_vm_does_not_stop_the_others() {
 
 #[test]
 fn wrong_vcenter_password_is_clear() {
-    let sim = start_sim(vec![vm("web-01")]);
+    let sim = Vcsim::builder().host_vm("web-01").start();
     let (code, out, err) = run(&sim, "web-01", &[("GOVC_PASSWORD", "wrong-vc-pw")]);
     assert_eq!(code, 1);
     assert!(
         out.contains(&format!(
-            "vCenter login failed for user {VC_USER}: check GOVC_USERNAME/GOVC_PASSWORD"
+            "vCenter login failed for user {}: check GOVC_USERNAME/GOVC_PASSWORD",
+            sim.credentials().vc_user
         )),
         "{out}"
     );
@@ -131,20 +135,22 @@ fn unreachable_govc_url_fails_within_10_s() {
     let silent_addr = silent.local_addr().unwrap();
     for url in [format!("https://{closed}/sdk"), format!("{silent_addr}")] {
         let agent = fake_agent();
-        let c = controller(
-            &url,
-            &[
-                "run",
-                "--vm-name",
-                "web-01",
-                "--agent",
-                agent.to_str().unwrap(),
-            ],
+        let mut c = ctl::command(&url, &Credentials::test(), None);
+        c.args([
+            "run",
+            "--vm-name",
+            "web-01",
+            "--agent",
+            agent.to_str().unwrap(),
+        ]);
+        let out = run_bounded(c, Duration::from_secs(20));
+        let stdout = &out.stdout;
+        assert_eq!(out.code(), Some(1), "{stdout}");
+        assert!(
+            out.took < Duration::from_secs(10),
+            "{url}: took {:?}",
+            out.took
         );
-        let (out, took) = run_bounded(c, Duration::from_secs(20));
-        let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{stdout}");
-        assert!(took < Duration::from_secs(10), "{url}: took {took:?}");
         assert!(
             stdout.contains("cannot reach vCenter at") && stdout.contains("check GOVC_URL"),
             "{stdout}"
@@ -155,16 +161,14 @@ fn unreachable_govc_url_fails_within_10_s() {
 
 #[test]
 fn tls_is_verified_when_govc_insecure_is_false() {
-    let sim = start_sim(vec![vm("web-01")]);
+    let sim = Vcsim::builder().host_vm("web-01").start();
     let (code, out, _) = run(&sim, "nope", &[("GOVC_INSECURE", "false")]);
     assert_eq!(code, 1);
     assert!(
         out.contains("TLS handshake with") && out.contains("GOVC_TLS_CA_CERTS"),
         "{out}"
     );
-    let ca = TempDir::new("ca");
-    let pem = ca.0.join("ca.pem");
-    std::fs::write(&pem, &sim.cert_pem).unwrap();
+    let pem = &sim.cert;
     let (code, out, _) = run(
         &sim,
         "nope",
@@ -182,55 +186,57 @@ fn tls_is_verified_when_govc_insecure_is_false() {
 
 #[test]
 fn missing_secrets_and_bad_settings_are_usage_errors() {
-    let sim = start_sim(vec![vm("web-01")]);
-    let agent = fake_agent();
-    let mut c = controller(
-        &sim.url,
-        &[
+    let sim = Vcsim::builder().host_vm("web-01").start();
+    // `run` on web-01 as `change` leaves it: a usage error (exit 2); its stderr.
+    let usage_error = |change: &dyn Fn(&mut Command)| {
+        let agent = fake_agent();
+        let mut c = sim.controller(&[
             "run",
             "--vm-name",
             "web-01",
             "--agent",
             agent.to_str().unwrap(),
-        ],
-    );
-    c.env_remove("VM_PASSWORD");
-    let (out, _) = run_bounded(c, LIMIT);
-    assert_eq!(out.status.code(), Some(2));
+        ]);
+        change(&mut c);
+        let out = run_bounded(c, LIMIT);
+        assert_eq!(out.code(), Some(2), "{}", out.stderr);
+        out.stderr
+    };
+    let err = usage_error(&|c| {
+        c.env_remove("VM_PASSWORD");
+    });
+    assert!(err.contains("VM_PASSWORD is not set"), "{err}");
+    // VM_USER_NAME has no default: a forgotten user name is not silently root.
+    let err = usage_error(&|c| {
+        c.env_remove("VM_USER_NAME");
+    });
     assert!(
-        text(&out.stderr).contains("VM_PASSWORD is not set"),
-        "{}",
-        text(&out.stderr)
+        err.contains("VM_USER_NAME is not set: set it (or --vm-user-name)"),
+        "{err}"
     );
-    let mut c = controller(
-        &sim.url,
-        &[
-            "run",
-            "--vm-name",
-            "web-01",
-            "--agent",
-            agent.to_str().unwrap(),
-        ],
+    assert_eq!(
+        sim.guest_tmp.entries(),
+        Vec::<String>::new(),
+        "nothing contacted"
     );
-    c.env("TOXICITY", "150");
-    let (out, _) = run_bounded(c, LIMIT);
-    assert_eq!(out.status.code(), Some(2));
+    let err = usage_error(&|c| {
+        c.env("TOXICITY", "150");
+    });
     assert!(
-        text(&out.stderr).contains("TOXICITY 150 is out of range"),
-        "{}",
-        text(&out.stderr)
+        err.contains("TOXICITY must be a percentage from 0 to 100 (up to 4 decimals), got \"150\""),
+        "{err}"
     );
-    let c = controller(
-        &sim.url,
-        &["run", "--vm-name", "web-01", "--vm-password", "x"],
-    );
-    let (out, _) = run_bounded(c, LIMIT);
-    assert_eq!(out.status.code(), Some(2), "no password flag exists");
+    let c = sim.controller(&["run", "--vm-name", "web-01", "--vm-password", "x"]);
+    let out = run_bounded(c, LIMIT);
+    assert_eq!(out.code(), Some(2), "no password flag exists");
 }
 
 #[test]
 fn non_root_guest_user_goes_through_sudo_or_fails_clearly() {
-    let sim = start_sim(vec![vm("web-01")]);
+    let sim = Vcsim::builder()
+        .host_vm("web-01")
+        .guest_user("nobody")
+        .start();
     let (code, out, err) = run(&sim, "web-01", &[("VM_USER_NAME", "nobody")]);
     if std::path::Path::new("/usr/bin/sudo").exists() {
         // As root on this host, `sudo -n` is allowed: the run gets through.

@@ -1,17 +1,19 @@
 //! The controller's orchestration against the simulator with a stand-in agent
-//! (tests/fixtures/fake-agent.sh, same CLI contract): staging modes, parallel and
-//! serial timing, ramp, abort, report collection, cleanup, and secrets.
+//! (tests/fixtures/fake-agent.sh, same CLI contract; the simulator's VMs run it on this
+//! host, so no root is needed): staging modes, parallel and serial timing, ramp, abort,
+//! report collection, cleanup, and secrets.
 
-mod common;
-
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use reset_tests::{
+    ctl::{Controller, run_bounded},
+    fake_agent,
+    sim::{TempDir, Vcsim},
+};
 use serde_json::Value;
 
 fn run_json(
-    sim: &SimHandle,
+    sim: &Vcsim,
     vms: &str,
     args: &[&str],
     limit: Duration,
@@ -27,11 +29,9 @@ fn run_json(
         agent.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    let (out, took) = run_bounded(controller(&sim.url, &all), limit);
-    let stdout = text(&out.stdout);
-    let v: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", text(&out.stderr)));
-    (out.status.code().unwrap_or(-1), v, text(&out.stderr), took)
+    let out = run_bounded(sim.controller(&all), limit);
+    let v = out.report();
+    (out.code().unwrap_or(-1), v, out.stderr, out.took)
 }
 
 fn agent_ms(v: &Value, i: usize, field: &str) -> i64 {
@@ -42,7 +42,7 @@ fn agent_ms(v: &Value, i: usize, field: &str) -> i64 {
 
 #[test]
 fn parallel_run_collects_every_report_and_removes_guest_files() {
-    let sim = start_sim(vec![vm("web-01"), vm("web-02")]);
+    let sim = Vcsim::builder().host_vm("web-01").host_vm("web-02").start();
     let (code, v, err, _) = run_json(
         &sim,
         "web-01,web-02",
@@ -91,7 +91,7 @@ fn parallel_run_collects_every_report_and_removes_guest_files() {
         .collect();
     assert_eq!(probes.len(), 2, "{:?}", sim.guest_tmp.entries());
     for p in probes {
-        let base = sim.guest_tmp.0.join(p.trim_end_matches(".dirmode"));
+        let base = sim.guest_tmp.path().join(p.trim_end_matches(".dirmode"));
         let read = |ext: &str| {
             std::fs::read_to_string(format!("{}.{ext}", base.display()))
                 .unwrap()
@@ -120,7 +120,7 @@ fn parallel_run_collects_every_report_and_removes_guest_files() {
 
 #[test]
 fn serial_run_waits_ramp_and_interval() {
-    let sim = start_sim(vec![vm("a-01"), vm("b-01")]);
+    let sim = Vcsim::builder().host_vm("a-01").host_vm("b-01").start();
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -170,26 +170,21 @@ fn serial_run_waits_ramp_and_interval() {
 
 #[test]
 fn sigint_mid_window_stops_agents_cleans_up_and_exits_130() {
-    let sim = start_sim(vec![vm("web-01"), vm("web-02")]);
+    let sim = Vcsim::builder().host_vm("web-01").host_vm("web-02").start();
     let agent = fake_agent();
-    let report = TempDir::new("report");
-    let report_path = report.0.join("r.json");
-    let mut c = controller(
-        &sim.url,
-        &[
-            "run",
-            "--vm-name",
-            "web-01,web-02",
-            "--agent",
-            agent.to_str().unwrap(),
-            "--total-chaos-duration",
-            "60",
-            "--report",
-            report_path.to_str().unwrap(),
-        ],
-    );
-    c.stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let report = TempDir::new("report").unwrap();
+    let report_path = report.path().join("r.json");
+    let c = Controller::spawn(sim.controller(&[
+        "run",
+        "--vm-name",
+        "web-01,web-02",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--total-chaos-duration",
+        "60",
+        "--report",
+        report_path.to_str().unwrap(),
+    ]));
     // Readiness: both agents have written their probes.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while sim
@@ -204,21 +199,12 @@ fn sigint_mid_window_stops_agents_cleans_up_and_exits_130() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let t = std::time::Instant::now();
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("exit within 10 s of SIGINT")
-        .unwrap();
+    c.signal("INT");
+    // Exit within 10 s of SIGINT.
+    let out = c.finish(Duration::from_secs(10));
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    let stdout = &out.stdout;
     assert!(
         stdout
             .lines()
@@ -250,7 +236,7 @@ fn sigint_mid_window_stops_agents_cleans_up_and_exits_130() {
         );
         assert_eq!(row["guest_files_removed"], true, "{row}");
     }
-    let cleanups = std::fs::read_to_string(sim.guest_tmp.0.join("cleanup-calls")).unwrap();
+    let cleanups = std::fs::read_to_string(sim.guest_tmp.path().join("cleanup-calls")).unwrap();
     assert_eq!(
         cleanups.lines().count(),
         2,
@@ -260,9 +246,9 @@ fn sigint_mid_window_stops_agents_cleans_up_and_exits_130() {
 
 #[test]
 fn secrets_never_reach_the_guest_program_logs_or_report() {
-    let sim = start_sim(vec![vm("web-01")]);
-    let report = TempDir::new("report");
-    let report_path = report.0.join("r.json");
+    let sim = Vcsim::builder().host_vm("web-01").start();
+    let report = TempDir::new("report").unwrap();
+    let report_path = report.path().join("r.json");
     let (code, v, err, _) = run_json(
         &sim,
         "web-01",
@@ -281,7 +267,7 @@ fn secrets_never_reach_the_guest_program_logs_or_report() {
         std::fs::read_to_string(&report_path).unwrap(),
     ];
     for e in sim.guest_tmp.entries() {
-        seen.push(std::fs::read_to_string(sim.guest_tmp.0.join(&e)).unwrap_or_default());
+        seen.push(std::fs::read_to_string(sim.guest_tmp.path().join(&e)).unwrap_or_default());
     }
     let environ = sim
         .guest_tmp
@@ -289,40 +275,34 @@ fn secrets_never_reach_the_guest_program_logs_or_report() {
         .into_iter()
         .find(|e| e.ends_with(".environ"))
         .expect("probe");
-    let env = std::fs::read_to_string(sim.guest_tmp.0.join(environ)).unwrap();
+    let env = std::fs::read_to_string(sim.guest_tmp.path().join(environ)).unwrap();
     assert!(
         !env.contains("VM_PASSWORD") && !env.contains("GOVC"),
         "guest environment is only PATH: {env}"
     );
     for s in &seen {
-        assert!(
-            !s.contains(VC_PASSWORD) && !s.contains(GUEST_PASSWORD),
-            "secret leaked: {s}"
-        );
+        assert!(!sim.credentials().leaked_in(s), "secret leaked: {s}");
     }
 }
 
 #[test]
 fn preflight_and_cleanup_run_the_agent_in_each_guest() {
-    let sim = start_sim(vec![vm("web-01"), vm("web-02")]);
+    let sim = Vcsim::builder().host_vm("web-01").host_vm("web-02").start();
     let agent = fake_agent();
     for (cmd, expect) in [
         ("preflight", "check kernel: ok"),
         ("cleanup", "cleanup: nothing to remove"),
     ] {
-        let c = controller(
-            &sim.url,
-            &[
-                cmd,
-                "--vm-name",
-                "web-01,web-02",
-                "--agent",
-                agent.to_str().unwrap(),
-            ],
-        );
-        let (out, _) = run_bounded(c, Duration::from_secs(30));
-        let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        let c = sim.controller(&[
+            cmd,
+            "--vm-name",
+            "web-01,web-02",
+            "--agent",
+            agent.to_str().unwrap(),
+        ]);
+        let out = run_bounded(c, Duration::from_secs(30));
+        let stdout = &out.stdout;
+        assert_eq!(out.code(), Some(0), "{stdout}{}", out.stderr);
         assert!(
             stdout.contains(&format!("== web-01 {cmd}: ok"))
                 && stdout.contains(&format!("== web-02 {cmd}: ok")),
