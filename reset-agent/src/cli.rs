@@ -26,7 +26,9 @@ pub enum Command {
     /// Inject the fault for one window and write the report.
     Run(RunArgs),
     /// Check that this host can run the fault; prints every check with the fix.
-    Preflight(FaultArgs),
+    Preflight(PreflightArgs),
+    /// Whether a fault is active in this network namespace: since when, its rule, live counts.
+    Status(StatusArgs),
     /// Remove anything a previous run could have left behind (idempotent).
     Cleanup(CleanupArgs),
 }
@@ -41,6 +43,40 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464), path /metrics.
     #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    pub assume: AssumeArgs,
+}
+
+/// Testing overrides (hidden from --help, documented in README "Older kernels"): take the
+/// fallback paths of an older or smaller kernel on this one.
+#[derive(Args, Debug, Default)]
+pub struct AssumeArgs {
+    /// Use the features of kernel X.Y (lower than the running one).
+    #[arg(
+        long,
+        env = "RESET_AGENT_ASSUME_KERNEL",
+        value_name = "X.Y",
+        hide = true
+    )]
+    pub assume_kernel: Option<String>,
+    /// Behave as on a kernel without CONFIG_INET_DIAG_DESTROY.
+    #[arg(long, env = "RESET_AGENT_ASSUME_NO_SOCK_DESTROY", hide = true)]
+    pub assume_no_sock_destroy: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PreflightArgs {
+    #[command(flatten)]
+    pub fault: FaultArgs,
+    #[command(flatten)]
+    pub assume: AssumeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the status as JSON (one object) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +123,10 @@ pub struct FaultArgs {
     /// auto: kernel when eBPF loads, else userspace [default: auto].
     #[arg(long, env = "MODE")]
     pub mode: Option<String>,
+    /// request: TOXICITY is a share of HTTP/1.x requests, on new and persistent connections;
+    /// connection: a share of new connections [default: request].
+    #[arg(long, env = "UNIT")]
+    pub unit: Option<String>,
     /// A TOML file with the same keys in snake_case (flags and environment win over it).
     #[arg(long, env = "CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -105,6 +145,7 @@ impl FaultArgs {
             stream: self.stream.clone(),
             selection: self.selection.clone(),
             mode: self.mode.clone(),
+            unit: self.unit.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::{fs, io::Read, os::unix::fs::MetadataExt, path::Path, time::Duration};
 
 use reset_common::settings::{self, FaultSettings, SettingError};
-pub use reset_common::settings::{Mode, RawSettings, Selection, Stream, Toxicity};
+pub use reset_common::settings::{Mode, RawSettings, Selection, Stream, Toxicity, Unit};
 
 /// The agent's name for [`Mode`]: what was asked for, not what ran.
 pub use reset_common::settings::Mode as ModeRequest;
@@ -55,6 +55,7 @@ pub struct Config {
     pub stream: Stream,
     pub selection: Selection,
     pub mode: ModeRequest,
+    pub unit: Unit,
 }
 
 impl Config {
@@ -74,6 +75,7 @@ impl Config {
             stream: f.stream,
             selection: f.selection,
             mode: f.mode,
+            unit: f.unit,
         })
     }
 }

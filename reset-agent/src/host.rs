@@ -13,18 +13,63 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// (major, minor) of the kernel whose feature set the agent uses: the running one, or an
-/// older one named by `RESET_AGENT_ASSUME_KERNEL=X.Y`, which makes the agent take that kernel's
-/// fallback paths (netlink tc filters below 6.6, a plain table below 5.12) to exercise and
-/// diagnose them on a newer kernel. A value above the running kernel is ignored.
-pub fn kernel_version() -> Option<(u32, u32)> {
-    let real = parse_release(&kernel_release());
-    let assumed = std::env::var("RESET_AGENT_ASSUME_KERNEL")
-        .ok()
-        .and_then(|v| parse_release(&v));
-    match (real, assumed) {
-        (Some(r), Some(a)) if a < r => Some(a),
-        _ => real,
+/// What the agent knows about this host before it changes anything: the kernel whose
+/// features it uses, its capabilities, and whether it may destroy sockets. Read once by main
+/// (with the hidden `--assume-*` overrides applied) and handed to the lifecycle and preflight,
+/// so no module reads the environment or the kernel version on its own.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// `uname -r`.
+    pub release: String,
+    /// (major, minor) of the kernel whose feature set the agent uses: the running one, or an
+    /// older one named by `--assume-kernel X.Y` (RESET_AGENT_ASSUME_KERNEL), which makes the
+    /// agent take that kernel's fallback paths (netlink tc filters below 6.6, a plain table
+    /// below 5.12, the NAT redirect below 4.19) to exercise them on a newer kernel. A value
+    /// above the running kernel is ignored.
+    pub kernel: Option<(u32, u32)>,
+    /// The effective capability set.
+    pub caps: u64,
+    /// Why sockets may not be destroyed, when `--assume-no-sock-destroy` says so; otherwise
+    /// `sock_destroy` asks the kernel.
+    pub no_sock_destroy: Option<String>,
+}
+
+impl HostFacts {
+    pub fn read(assume_kernel: Option<&str>, assume_no_sock_destroy: bool) -> HostFacts {
+        let release = kernel_release();
+        let real = parse_release(&release);
+        let assumed = assume_kernel.and_then(parse_release);
+        let kernel = match (real, assumed) {
+            (Some(r), Some(a)) if a < r => Some(a),
+            _ => real,
+        };
+        HostFacts {
+            release,
+            kernel,
+            caps: effective_caps(),
+            no_sock_destroy: assume_no_sock_destroy.then(|| {
+                "--assume-no-sock-destroy (RESET_AGENT_ASSUME_NO_SOCK_DESTROY) says this kernel cannot destroy sockets".into()
+            }),
+        }
+    }
+
+    /// Kernel >= `v` (an unknown kernel is assumed new).
+    pub fn kernel_at_least(&self, v: (u32, u32)) -> bool {
+        self.kernel.is_none_or(|k| k >= v)
+    }
+
+    /// TCX links (6.6): the tc programs die with the process.
+    pub fn tcx(&self) -> bool {
+        self.kernel_at_least((6, 6))
+    }
+
+    /// Whether the request unit's kernel path can reset connections (sock_diag SOCK_DESTROY,
+    /// CONFIG_INET_DIAG_DESTROY); the probe destroys a loopback connection made for it.
+    pub fn sock_destroy(&self) -> Result<(), String> {
+        match &self.no_sock_destroy {
+            Some(why) => Err(why.clone()),
+            None => crate::sockdiag::supported().map_err(|e| e.to_string()),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! One run per network namespace. The agent binds an abstract unix socket whose name is scoped
 //! to the network namespace by the kernel and released when the process dies (even by
-//! SIGKILL), so there is no lock file to go stale. A second run connects to it to learn who
-//! holds it.
+//! SIGKILL), so there is no lock file to go stale. Whoever connects gets the run's live status
+//! as JSON: a second run learns who holds it, `reset-agent status` prints it.
 use std::{
     io::{Read, Write},
     os::{
@@ -10,6 +10,8 @@ use std::{
     },
     time::Duration,
 };
+
+use crate::lifecycle::status::{self, Shared, Status};
 
 const NAME: &[u8] = b"reset-peer-agent";
 
@@ -23,13 +25,13 @@ pub enum InstanceError {
     Io(#[source] std::io::Error),
 }
 
-/// Held for the life of a run; answers "who are you" to a second run.
+/// Held for the life of a run; answers with its status.
 pub struct Instance {
     _listener: std::thread::JoinHandle<()>,
 }
 
 impl Instance {
-    pub fn acquire(description: String) -> Result<Instance, InstanceError> {
+    pub fn acquire(status: Shared) -> Result<Instance, InstanceError> {
         let addr = SocketAddr::from_abstract_name(NAME).map_err(InstanceError::Io)?;
         let listener = match UnixListener::bind_addr(&addr) {
             Ok(l) => l,
@@ -42,7 +44,7 @@ impl Instance {
             .name("instance".into())
             .spawn(move || {
                 for mut conn in listener.incoming().flatten() {
-                    let _ = conn.write_all(description.as_bytes());
+                    let _ = conn.write_all(status::json(&status).as_bytes());
                 }
             })
             .map_err(InstanceError::Io)?;
@@ -50,20 +52,22 @@ impl Instance {
     }
 }
 
-/// Who holds the lock, as it describes itself.
-pub fn holder() -> String {
-    let ask = || -> std::io::Result<String> {
-        let addr = SocketAddr::from_abstract_name(NAME)?;
-        let s = UnixStream::connect_addr(&addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(1)))?;
-        let mut out = String::new();
-        s.take(512).read_to_string(&mut out)?;
-        Ok(out)
-    };
-    ask().unwrap_or_else(|_| "holder did not answer".into())
+/// The status of the run holding the lock, if one does (and answers).
+pub fn status() -> Option<Status> {
+    let addr = SocketAddr::from_abstract_name(NAME).ok()?;
+    let s = UnixStream::connect_addr(&addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut out = String::new();
+    s.take(64 * 1024).read_to_string(&mut out).ok()?;
+    serde_json::from_str(&out).ok()
 }
 
-/// Whether a run is active in this network namespace.
+/// Who holds the lock, as it describes itself.
+pub fn holder() -> String {
+    status().map_or_else(|| "holder did not answer".into(), |s| s.holder)
+}
+
+/// Whether a run is active in this network namespace: who holds it.
 pub fn active() -> Option<String> {
     let addr = SocketAddr::from_abstract_name(NAME).ok()?;
     UnixStream::connect_addr(&addr).ok().map(|_| holder())

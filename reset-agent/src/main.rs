@@ -27,10 +27,18 @@ mod proxy;
 mod report;
 mod requests;
 mod sockdiag;
+mod status;
+
+use std::time::Duration;
 
 use clap::Parser;
 use cli::{Cli, Command, FaultArgs};
 use config::{Config, ConfigError};
+use lifecycle::real::RealParts;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 
 fn resolve(args: &FaultArgs) -> Result<Config, ConfigError> {
     let raw = args.raw();
@@ -71,14 +79,19 @@ fn main() {
                     );
                     2
                 }
-                Some(Ok(addr)) => run(cfg, args.report, Some(addr)),
-                None => run(cfg, args.report, None),
+                metrics_addr => run(lifecycle::Inputs {
+                    host: host_facts(&args.assume),
+                    cfg,
+                    report_path: args.report,
+                    metrics_addr: metrics_addr.and_then(Result::ok),
+                }),
             },
         },
-        Command::Preflight(args) => match resolve(&args) {
+        Command::Preflight(args) => match resolve(&args.fault) {
             Err(e) => usage_error(&e),
-            Ok(cfg) => preflight::run(&cfg),
+            Ok(cfg) => preflight::run(&cfg, &host_facts(&args.assume)),
         },
+        Command::Status(args) => status::command(args.json),
         Command::Cleanup(args) => {
             let iface = args
                 .network_interface
@@ -89,11 +102,31 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(
-    cfg: Config,
-    report: Option<std::path::PathBuf>,
-    metrics: Option<std::net::SocketAddr>,
-) -> i32 {
+fn host_facts(assume: &cli::AssumeArgs) -> host::HostFacts {
+    host::HostFacts::read(
+        assume.assume_kernel.as_deref(),
+        assume.assume_no_sock_destroy,
+    )
+}
+
+/// The longest a run may take: duration + ramps + reset timeout + drain + grace. At the
+/// deadline the lifecycle stops the window (as on a signal) and removes everything; if even
+/// that does not end the process, the backstop thread exits a few seconds later and the
+/// kernel removes the owned table and the TCX links with it.
+fn deadline(cfg: &Config) -> Duration {
+    cfg.duration
+        + cfg.ramp * 2
+        + cfg.reset_timeout
+        + Duration::from_secs(2)
+        + reset_common::settings::DEADLINE_GRACE
+}
+
+/// Extra time the backstop gives the lifecycle's own teardown after the deadline.
+const BACKSTOP_AFTER: Duration = Duration::from_secs(10);
+
+/// Exit codes: 0 window completed, 1 environment error, 2 usage error, 3 stopped by
+/// SIGINT/SIGTERM, 4 deadline, 5 lost flows.
+fn run(inputs: lifecycle::Inputs) -> i32 {
     raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -105,25 +138,92 @@ fn run(
             return 1;
         }
     };
-    match rt.block_on(lifecycle::run(cfg, report, metrics)) {
-        Ok(outcome) => {
-            print!("{}", outcome.report.summary());
-            if outcome.report.aborted {
-                3
-            } else if outcome.report.flows_lost > 0 {
-                eprintln!(
-                    "reset-agent: error: {} selected flows never reached the proxy (see the report's errors)",
-                    outcome.report.flows_lost
-                );
-                5
-            } else {
-                0
-            }
-        }
+    let limit = deadline(&inputs.cfg);
+    if let Err(e) = spawn_backstop(limit + BACKSTOP_AFTER) {
+        eprintln!("reset-agent: error: cannot start the deadline thread: {e}");
+        return 1;
+    }
+    let result = rt.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            let why = tokio::select! {
+                _ = sigint.recv() => lifecycle::Stop::Signal,
+                _ = sigterm.recv() => lifecycle::Stop::Signal,
+                _ = tokio::time::sleep(limit) => {
+                    tracing::warn!(seconds = limit.as_secs(), "deadline reached: ending the window");
+                    lifecycle::Stop::Deadline
+                }
+            };
+            let _ = stop_tx.send(Some(why));
+            // Later signals change nothing: the run is already ending.
+            std::future::pending::<()>().await;
+        });
+        Ok::<_, std::io::Error>(lifecycle::run(inputs, &RealParts, stop_rx, &TracingProgress).await)
+    });
+    match result {
         Err(e) => {
+            eprintln!("reset-agent: error: setting up signal handlers failed: {e}");
+            1
+        }
+        Ok(Err(e)) => {
             eprintln!("reset-agent: error: {e:#}");
             e.exit_code()
         }
+        Ok(Ok(outcome)) => {
+            print!("{}", outcome.report.summary());
+            match outcome.ending {
+                lifecycle::Ending::Completed => 0,
+                lifecycle::Ending::Stopped(lifecycle::Stop::Signal) => 3,
+                lifecycle::Ending::Stopped(lifecycle::Stop::Deadline) => 4,
+                lifecycle::Ending::LostFlows => {
+                    eprintln!(
+                        "reset-agent: error: {} selected flows never reached the proxy (see the report's errors)",
+                        outcome.report.flows_lost
+                    );
+                    5
+                }
+            }
+        }
+    }
+}
+
+/// If the process is still alive `after` from now, it exits (code 4); the kernel then removes
+/// the owned table and the TCX links.
+fn spawn_backstop(after: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("deadline".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            eprintln!(
+                "reset-agent: deadline of {} s exceeded; exiting so the kernel removes the fault",
+                after.as_secs()
+            );
+            std::process::exit(4);
+        })
+        .map(drop)
+}
+
+/// Progress on stderr through tracing.
+struct TracingProgress;
+
+impl lifecycle::Progress for TracingProgress {
+    fn step(&self, what: &str) {
+        tracing::info!("{what}");
+    }
+    fn tick(&self, c: &lifecycle::status::Counts, seconds_left: u64) {
+        tracing::info!(
+            seconds_left,
+            flows_seen = c.flows_seen,
+            flows_selected = c.flows_selected,
+            requests_seen = c.requests_seen,
+            requests_selected = c.requests_selected,
+            resets_issued = c.resets_issued,
+            resets_observed = c.resets_observed,
+            held = c.held,
+            "progress"
+        );
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Metrics {
     registry: Arc<Registry>,
     flows_seen: Follow,
     flows_selected: Follow,
+    requests_seen: Follow,
+    requests_selected: Follow,
     resets_observed: Follow,
     proxy_accepted: Follow,
     resets_issued: Follow,
@@ -65,6 +67,8 @@ impl std::fmt::Debug for Metrics {
 pub struct Snapshot {
     pub flows_seen: u64,
     pub flows_selected: u64,
+    pub requests_seen: u64,
+    pub requests_selected: u64,
     pub resets_observed: u64,
     pub proxy_accepted: u64,
     pub resets_issued: u64,
@@ -86,6 +90,8 @@ impl Metrics {
             registry: Arc::new(Registry::default()),
             flows_seen: Follow::default(),
             flows_selected: Follow::default(),
+            requests_seen: Follow::default(),
+            requests_selected: Follow::default(),
             resets_observed: Follow::default(),
             proxy_accepted: Follow::default(),
             resets_issued: Follow::default(),
@@ -106,6 +112,16 @@ impl Metrics {
             "flows_selected",
             "Flows selected for reset (kernel)",
             m.flows_selected.counter.clone(),
+        );
+        root.register(
+            "requests_seen",
+            "HTTP/1.x requests to the target port inside the window (request unit; kernel in kernel mode)",
+            m.requests_seen.counter.clone(),
+        );
+        root.register(
+            "requests_selected",
+            "Requests selected for reset (request unit)",
+            m.requests_selected.counter.clone(),
         );
         root.register(
             "resets_observed",
@@ -151,6 +167,8 @@ impl Metrics {
     pub fn update(&self, s: Snapshot) {
         self.flows_seen.set(s.flows_seen);
         self.flows_selected.set(s.flows_selected);
+        self.requests_seen.set(s.requests_seen);
+        self.requests_selected.set(s.requests_selected);
         self.resets_observed.set(s.resets_observed);
         self.proxy_accepted.set(s.proxy_accepted);
         self.resets_issued.set(s.resets_issued);
@@ -260,6 +278,8 @@ mod tests {
         m.update(Snapshot {
             flows_seen: 10,
             flows_selected: 3,
+            requests_seen: 20,
+            requests_selected: 7,
             resets_observed: 3,
             proxy_accepted: 3,
             resets_issued: 3,
@@ -269,6 +289,8 @@ mod tests {
         m.update(Snapshot {
             flows_seen: 12,
             flows_selected: 4,
+            requests_seen: 25,
+            requests_selected: 9,
             resets_observed: 4,
             proxy_accepted: 4,
             resets_issued: 4,

@@ -35,6 +35,9 @@ pub struct Features {
     pub kernel: (u32, u32),
     pub can_bpf: bool,
     pub bpf_loads: bool,
+    /// Request unit only: sockets can be destroyed (CONFIG_INET_DIAG_DESTROY).
+    pub sock_destroy: bool,
+    pub request_unit: bool,
 }
 
 /// The path `run` takes: (mode, attachment, table kind, why).
@@ -52,7 +55,7 @@ pub fn decide(
     } else {
         "netlink clsact filters (removed by cleanup)"
     };
-    let kernel_ok = f.can_bpf && f.bpf_loads;
+    let kernel_ok = f.can_bpf && f.bpf_loads && (f.sock_destroy || !f.request_unit);
     match requested {
         ModeRequest::Userspace => (
             "userspace",
@@ -71,10 +74,13 @@ pub fn decide(
             "userspace",
             "none",
             table,
-            if f.can_bpf {
+            if !f.can_bpf {
+                "no CAP_BPF/CAP_SYS_ADMIN".into()
+            } else if !f.bpf_loads {
                 "eBPF programs do not load on this kernel".into()
             } else {
-                "no CAP_BPF/CAP_SYS_ADMIN".into()
+                "the request unit needs CONFIG_INET_DIAG_DESTROY; every connection is proxied"
+                    .into()
             },
         ),
     }
@@ -132,15 +138,15 @@ fn firewall_check(cfg: &Config, tproxy: bool) -> Check {
     )
 }
 
-pub fn run(cfg: &Config) -> i32 {
+pub fn run(cfg: &Config, host_facts: &host::HostFacts) -> i32 {
     let mut checks = Vec::new();
-    let release = host::kernel_release();
-    let kv = host::kernel_version().unwrap_or((0, 0));
+    let release = host_facts.release.clone();
+    let kv = host_facts.kernel.unwrap_or((0, 0));
     checks.push(check(kv >= (5, 12), Level::Warn, "kernel", release.clone(),
         "kernels older than 5.12 lack owner tables: a killed agent leaves the table until `reset-agent cleanup` or the next run"));
     checks.push(check(host::has_btf(), Level::Warn, "btf", "/sys/kernel/btf/vmlinux".into(),
         "no BTF: the programs still load (they use no CO-RE), but enable CONFIG_DEBUG_INFO_BTF for diagnostics"));
-    let caps = host::effective_caps();
+    let caps = host_facts.caps;
     checks.push(check(
         host::has_cap(caps, host::CAP_NET_ADMIN),
         Level::Fail,
@@ -187,7 +193,7 @@ pub fn run(cfg: &Config) -> i32 {
             .unwrap_or_else(|e| e.to_string()),
         "load nf_tables (modprobe nf_tables nft_tproxy) and run as root",
     ));
-    let hints = nft::hints();
+    let hints = nft::hints(host_facts);
     let steering = match &hints.no_tproxy {
         None => "tproxy (no NAT, no conntrack; the service port is kept)".to_owned(),
         Some(why) => format!("NAT redirect to PROXY_PORT ({why})"),
@@ -215,6 +221,26 @@ pub fn run(cfg: &Config) -> i32 {
             .unwrap_or_else(|| "programs load and verify".into()),
         "eBPF unavailable: the agent falls back to userspace mode (counts not kernel-observed)",
     ));
+    let request_unit = cfg.unit == crate::config::Unit::Request;
+    let destroy = if request_unit {
+        host_facts.sock_destroy()
+    } else {
+        Ok(())
+    };
+    checks.push(check(
+        destroy.is_ok(),
+        Level::Warn,
+        "sock_destroy",
+        match (&destroy, request_unit) {
+            (Ok(()), true) => {
+                "sockets can be destroyed (sock_diag): requests are reset in place".into()
+            }
+            (Ok(()), false) => "not needed (UNIT=connection)".into(),
+            (Err(e), _) => e.clone(),
+        },
+        "without CONFIG_INET_DIAG_DESTROY the request unit runs in userspace mode (every \
+         connection proxied, requests selected by the proxy)",
+    ));
     let active = instance::active();
     checks.push(check(
         active.is_none(),
@@ -240,6 +266,8 @@ pub fn run(cfg: &Config) -> i32 {
             kernel: kv,
             can_bpf,
             bpf_loads: bpf.is_ok(),
+            sock_destroy: destroy.is_ok(),
+            request_unit,
         },
         cfg.mode,
     );
@@ -248,7 +276,10 @@ pub fn run(cfg: &Config) -> i32 {
     } else {
         "steering NAT redirect"
     };
-    println!("path: mode {mode}, attachment {attach}, {table}, {steer} ({why})");
+    println!(
+        "path: mode {mode}, unit {}, attachment {attach}, {table}, {steer} ({why})",
+        cfg.unit
+    );
     if checks.iter().any(|c| c.level == Level::Fail) {
         1
     } else {
@@ -266,6 +297,8 @@ mod tests {
             kernel,
             can_bpf,
             bpf_loads,
+            sock_destroy: true,
+            request_unit: true,
         };
         assert_eq!(
             decide(f((6, 18), true, true), ModeRequest::Auto).0,
@@ -297,5 +330,17 @@ mod tests {
             decide(f((6, 18), true, true), ModeRequest::Userspace).0,
             "userspace"
         );
+        let no_destroy = Features {
+            sock_destroy: false,
+            ..f((6, 18), true, true)
+        };
+        let (mode, _, _, why) = decide(no_destroy, ModeRequest::Auto);
+        assert_eq!(mode, "userspace");
+        assert!(why.contains("CONFIG_INET_DIAG_DESTROY"), "{why}");
+        let connection_unit = Features {
+            request_unit: false,
+            ..no_destroy
+        };
+        assert_eq!(decide(connection_unit, ModeRequest::Auto).0, "kernel");
     }
 }

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
-use crate::config::{Config, Selection, Stream};
+use crate::config::{Config, Selection, Stream, Unit};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -57,6 +57,8 @@ pub struct Report {
     pub reset_timeout_ms: u64,
     pub stream: Stream,
     pub selection: Selection,
+    /// What TOXICITY was a share of: "request" or "connection".
+    pub unit: Unit,
     pub target_service_port: u16,
     pub proxy_port: u16,
     pub network_interface: String,
@@ -67,10 +69,14 @@ pub struct Report {
     pub aborted: bool,
     pub flows_seen: u64,
     pub flows_selected: u64,
+    /// Request unit: HTTP/1.x requests (and opaque flows) seen in the window, and selected.
+    pub requests_seen: u64,
+    pub requests_selected: u64,
     pub proxy_accepted: u64,
     pub resets_issued: u64,
     pub resets_observed: u64,
-    /// flows_selected / flows_seen, in percent.
+    /// flows_selected / flows_seen (connection unit) or requests_selected / requests_seen
+    /// (request unit), in percent.
     pub achieved_percent: f64,
     /// Kernel-measured (kernel mode) first request byte -> RST on the wire, in ms.
     pub reset_delay_ms: Percentiles,
@@ -95,6 +101,22 @@ pub struct Report {
     pub flows_lost: u64,
     /// Log records the eBPF programs wrote (aya-log; rare events only, never per packet).
     pub ebpf_log_records: u64,
+    /// Request unit: requests that began while their connection's reset was pending (they
+    /// share that reset; not selections of their own).
+    pub requests_absorbed: u64,
+    /// Request unit: flows whose first payload was not HTTP/1 (TLS, HTTP/2, other), selected
+    /// once as a whole.
+    pub flows_opaque: u64,
+    /// Request unit: connections closed (by the service or the caller) before their reset.
+    pub requests_closed_first: u64,
+    /// Request unit: resets that failed otherwise.
+    pub reset_failures: u64,
+    /// Request unit: selections the kernel could not hand to the agent (left unselected).
+    pub events_lost: u64,
+    /// Request unit: segments held back while a reset was pending.
+    pub withheld_segments: u64,
+    /// Request unit: RSTs moved to the caller's next expected byte.
+    pub resets_rewritten: u64,
     pub cleanup: CleanupReport,
     pub errors: Vec<String>,
 }
@@ -109,6 +131,7 @@ impl Report {
             reset_timeout_ms: cfg.reset_timeout.as_millis() as u64,
             stream: cfg.stream,
             selection: cfg.selection,
+            unit: cfg.unit,
             target_service_port: cfg.target_port,
             proxy_port: cfg.proxy_port,
             network_interface: cfg.interface.clone(),
@@ -119,6 +142,8 @@ impl Report {
             aborted: false,
             flows_seen: 0,
             flows_selected: 0,
+            requests_seen: 0,
+            requests_selected: 0,
             proxy_accepted: 0,
             resets_issued: 0,
             resets_observed: 0,
@@ -138,6 +163,13 @@ impl Report {
             flows_map_full: 0,
             flows_lost: 0,
             ebpf_log_records: 0,
+            requests_absorbed: 0,
+            flows_opaque: 0,
+            requests_closed_first: 0,
+            reset_failures: 0,
+            events_lost: 0,
+            withheld_segments: 0,
+            resets_rewritten: 0,
             cleanup: CleanupReport::default(),
             errors: Vec::new(),
         }
@@ -145,8 +177,12 @@ impl Report {
 
     /// Adds the consistency checks a reader would do by hand, as errors.
     pub fn check_consistency(&mut self) {
-        if self.flows_seen > 0 {
-            self.achieved_percent = 100.0 * self.flows_selected as f64 / self.flows_seen as f64;
+        let (seen, selected) = match self.unit {
+            Unit::Request => (self.requests_seen, self.requests_selected),
+            Unit::Connection => (self.flows_seen, self.flows_selected),
+        };
+        if seen > 0 {
+            self.achieved_percent = 100.0 * selected as f64 / seen as f64;
         }
         if self.counts_kernel_observed {
             if self.resets_issued != self.resets_observed {
@@ -155,7 +191,10 @@ impl Report {
                     self.resets_issued, self.resets_observed
                 ));
             }
-            if !self.aborted && self.proxy_accepted != self.flows_selected {
+            if self.unit == Unit::Connection
+                && !self.aborted
+                && self.proxy_accepted != self.flows_selected
+            {
                 self.flows_lost = self.flows_selected.saturating_sub(self.proxy_accepted);
                 self.errors.push(format!(
                     "lost flows: the kernel selected {} flows but the proxy accepted {}; \
@@ -188,8 +227,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  fault            {}% of new connections to :{} on {}, reset {} ms after the first request byte ({:?}, {:?})",
+            "  fault            {}% of {} to :{} on {}, reset {} ms after the first request byte ({:?}, {:?})",
             self.toxicity_percent,
+            match self.unit {
+                Unit::Request => "requests",
+                Unit::Connection => "new connections",
+            },
             self.target_service_port,
             self.network_interface,
             self.reset_timeout_ms,
@@ -207,11 +250,20 @@ impl Report {
             "userspace (not kernel-observed)"
         };
         let _ = writeln!(s, "  flows seen       {:>8}   ({src})", self.flows_seen);
-        let _ = writeln!(
-            s,
-            "  flows selected   {:>8}   achieved {:.2}%",
-            self.flows_selected, self.achieved_percent
-        );
+        if self.unit == Unit::Request {
+            let _ = writeln!(s, "  requests seen    {:>8}", self.requests_seen);
+            let _ = writeln!(
+                s,
+                "  requests selected{:>8}   achieved {:.2}%",
+                self.requests_selected, self.achieved_percent
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  flows selected   {:>8}   achieved {:.2}%",
+                self.flows_selected, self.achieved_percent
+            );
+        }
         let _ = writeln!(s, "  proxy accepted   {:>8}", self.proxy_accepted);
         let _ = writeln!(s, "  resets issued    {:>8}", self.resets_issued);
         let _ = writeln!(s, "  resets observed  {:>8}", self.resets_observed);

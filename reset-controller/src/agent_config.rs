@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::{FaultSettings, Mode, Selection, Stream, Toxicity};
+use crate::config::{FaultSettings, Mode, Selection, Stream, Toxicity, Unit};
 
 #[derive(Serialize)]
 struct AgentToml {
@@ -18,6 +18,7 @@ struct AgentToml {
     stream: Stream,
     selection: Selection,
     mode: Mode,
+    unit: Unit,
 }
 
 /// Render the agent config. The controller waits RAMP_TIME itself, so the agent
@@ -34,6 +35,7 @@ pub fn render(f: &FaultSettings) -> String {
         stream: f.stream,
         selection: f.selection,
         mode: f.mode,
+        unit: f.unit,
     };
     // Serializing a flat struct of scalars cannot fail.
     toml::to_string(&t).unwrap_or_default()

@@ -133,6 +133,10 @@ pub struct FaultArgs {
     /// Agent data path: auto, kernel or userspace.
     #[arg(long, env = "MODE", default_value = settings::MODE.default)]
     pub mode: String,
+    /// What TOXICITY is a share of: request (HTTP/1.x requests, persistent connections too) or
+    /// connection (new connections).
+    #[arg(long, env = "UNIT", default_value = settings::UNIT.default)]
+    pub unit: String,
 }
 
 /// `--sequence`.
@@ -269,6 +273,7 @@ impl FaultArgs {
             stream: Some(self.stream.clone()),
             selection: Some(self.selection.clone()),
             mode: Some(self.mode.clone()),
+            unit: Some(self.unit.clone()),
         }
     }
 }

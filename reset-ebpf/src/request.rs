@@ -74,17 +74,17 @@ pub fn ingress(ctx: &TcContext, seg: &Segment, window: bool) -> i32 {
         return TC_NEXT;
     }
     let key = seg.flow_key();
-    let flow = match REQ_FLOWS.get_ptr_mut(&key) {
+    let flow = match REQ_FLOWS.get_ptr_mut(key) {
         Some(f) => f,
         None => {
             if !window {
                 return TC_NEXT;
             }
-            if REQ_FLOWS.insert(&key, ReqFlow::default(), 0).is_err() {
+            if REQ_FLOWS.insert(key, ReqFlow::default(), 0).is_err() {
                 warn!(ctx, "request map insert failed: a request is not tracked");
                 return TC_NEXT;
             }
-            match REQ_FLOWS.get_ptr_mut(&key) {
+            match REQ_FLOWS.get_ptr_mut(key) {
                 Some(f) => f,
                 None => return TC_NEXT,
             }
@@ -178,7 +178,7 @@ pub fn egress(ctx: &TcContext, seg: &Segment) -> i32 {
         return TC_NEXT;
     }
     let key = seg.flow_key();
-    let Some(flow) = REQ_FLOWS.get_ptr_mut(&key) else {
+    let Some(flow) = REQ_FLOWS.get_ptr_mut(key) else {
         if seg.is_rst() {
             bump(CTR_RESETS_OTHER);
         }

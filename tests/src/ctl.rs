@@ -14,8 +14,9 @@ use crate::sim::{Credentials, Vcsim};
 
 /// `reset-controller` for the vCenter at `url`, logging in with `creds`, run inside the
 /// namespace `inside` when given: an environment of PATH, GOVC_URL, GOVC_USERNAME,
-/// GOVC_PASSWORD, VM_USER_NAME, VM_PASSWORD and RUST_LOG=info only; stdin closed, stdout and
-/// stderr piped.
+/// GOVC_PASSWORD, VM_USER_NAME, VM_PASSWORD, RUST_LOG=info and UNIT=connection only (the
+/// controller tests were written for the connection unit; a test of the request unit passes
+/// `--unit request`, which wins); stdin closed, stdout and stderr piped.
 pub fn command(url: &str, creds: &Credentials, inside: Option<&str>) -> Command {
     let mut c = match inside {
         Some(ns) => {
@@ -34,6 +35,7 @@ pub fn command(url: &str, creds: &Credentials, inside: Option<&str>) -> Command 
         .env("VM_USER_NAME", &creds.guest_user)
         .env("VM_PASSWORD", &creds.guest_password)
         .env("RUST_LOG", "info")
+        .env("UNIT", "connection")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

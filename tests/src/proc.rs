@@ -56,12 +56,16 @@ impl Agent {
         Agent::spawn_with(vm, exe, &[], args)
     }
 
-    /// As [`Agent::spawn_exe`], with extra environment variables.
+    /// As [`Agent::spawn_exe`], with extra environment variables. Agents here run the
+    /// connection unit (UNIT=connection) unless the test asks otherwise (`--unit request`, or
+    /// UNIT in `env`): the e2e tests written for it stay as they are, and the request unit's
+    /// tests say so.
     pub fn spawn_with(vm: &Netns, exe: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
         let report_path = std::env::temp_dir().join(format!("{}-report.json", vm.name()));
         let _ = std::fs::remove_file(&report_path);
         let mut child = Guard::spawn(
             vm.command(exe)
+                .env("UNIT", "connection")
                 .envs(env.iter().copied())
                 .arg("run")
                 .args(args)

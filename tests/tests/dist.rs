@@ -426,8 +426,7 @@ fn dist_agent_runs_on_a_debian_11_userland() {
     }
     let root = debian11_rootfs();
     let staged = InRootfs::new(&root, &dist_agent());
-    let lab = Lab::new();
-    let _svc = Service::start(&lab.vm, 80, None);
+    let (lab, _svc) = Lab::with_service();
     let inside = staged.dir.strip_prefix(&root).expect("inside the rootfs");
     let agent = format!("/{}/reset-agent", inside.display());
     let report = format!("/{}/report.json", inside.display());
@@ -469,7 +468,7 @@ fn dist_agent_runs_on_a_debian_11_userland() {
         assert_eq!(report[f], 2, "{f}: {report}");
     }
     assert_eq!(report["cleanup"]["verified"], true, "{report}");
-    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
 /// `reset-controller run` without --agent uploads the portable agent (`cargo xtask dist`'s,

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reset_agent::config::{Config, parse_file};
-use reset_common::settings::{FAULT_TUNABLES, FaultSettings, Mode, RawSettings, Selection, Stream};
+use reset_common::settings::{
+    FAULT_TUNABLES, FaultSettings, Mode, RawSettings, Selection, Stream, Unit,
+};
 use reset_controller::agent_config;
 use reset_tests::help;
 
@@ -46,6 +48,7 @@ fn spread(i: usize) -> RawSettings {
         stream: Some(Stream::ALL[i % Stream::ALL.len()].to_string()),
         selection: Some(Selection::ALL[(i / 2) % Selection::ALL.len()].to_string()),
         mode: Some(Mode::ALL[(i / 3) % Mode::ALL.len()].to_string()),
+        unit: Some(Unit::ALL[(i / 5) % Unit::ALL.len()].to_string()),
     }
 }
 
@@ -74,6 +77,7 @@ fn the_agent_reads_back_every_config_the_controller_renders() {
             c.stream,
             c.selection,
             c.mode,
+            c.unit,
         );
         let sent = (
             fault.target_service_port,
@@ -85,6 +89,7 @@ fn the_agent_reads_back_every_config_the_controller_renders() {
             fault.stream,
             fault.selection,
             fault.mode,
+            fault.unit,
         );
         assert_eq!(back, sent, "spread {i}:\n{text}");
         assert_eq!(

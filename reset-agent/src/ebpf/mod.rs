@@ -23,6 +23,8 @@ use reset_common::{
     SELECTION_EXACT, SELECTION_RANDOM, STATE_OBSERVE, STATE_UNSEEN, STATE_WINDOW,
 };
 
+use reset_common::request;
+
 use crate::config::Selection;
 
 /// The eBPF object, built by build.rs (aya-build) and embedded.
@@ -55,6 +57,10 @@ pub struct Globals {
     pub mark: u32,
     /// The run's SipHash key for `random` selection (fresh per run).
     pub hash_key: (u64, u64),
+    /// What a selection is: a new connection or a request.
+    pub unit: crate::config::Unit,
+    /// Request unit: what is withheld while a reset is pending.
+    pub stream: crate::config::Stream,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -69,6 +75,14 @@ pub struct Counters {
     pub unparsed: u64,
     /// Selected flows the kernel could not store (left unselected; logged by the program).
     pub map_full: u64,
+    pub requests_seen: u64,
+    pub requests_selected: u64,
+    pub request_resets_observed: u64,
+    pub requests_absorbed: u64,
+    pub flows_opaque: u64,
+    pub events_lost: u64,
+    pub withheld_segments: u64,
+    pub resets_rewritten: u64,
 }
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -127,6 +141,7 @@ impl Observer {
         interface: &str,
         globals: Globals,
         listeners: &[std::net::TcpListener],
+        tcx: bool,
     ) -> Result<Observer, EbpfError> {
         if OBJECT.is_empty() {
             return Err(EbpfError::NoObject);
@@ -136,6 +151,14 @@ impl Observer {
             Selection::Exact => SELECTION_EXACT,
         };
         let level = log::level_for_ebpf();
+        let unit = match globals.unit {
+            crate::config::Unit::Connection => request::UNIT_CONNECTION,
+            crate::config::Unit::Request => request::UNIT_REQUEST,
+        };
+        let stream = match globals.stream {
+            crate::config::Stream::Downstream => request::STREAM_DOWNSTREAM,
+            crate::config::Stream::Upstream => request::STREAM_UPSTREAM,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_TARGET_PORT, &globals.target_port, true)
             .override_global(GLOBAL_TOXICITY_PPM, &globals.toxicity_ppm, true)
@@ -143,6 +166,8 @@ impl Observer {
             .override_global(GLOBAL_MARK, &globals.mark, true)
             .override_global(GLOBAL_HASH_K0, &globals.hash_key.0, true)
             .override_global(GLOBAL_HASH_K1, &globals.hash_key.1, true)
+            .override_global(request::GLOBAL_UNIT, &unit, true)
+            .override_global(request::GLOBAL_STREAM, &stream, true)
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .map_err(EbpfError::Load)?;
@@ -165,7 +190,7 @@ impl Observer {
                 .try_into()
                 .map_err(err)?;
             prog.load().map_err(err)?;
-            if crate::host::kernel_version().is_some_and(|v| v < (6, 6)) {
+            if !tcx {
                 // No TCX: a netlink filter on the clsact qdisc (EEXIST is fine), removed when the
                 // link is dropped, or by `cleanup` if the agent dies.
                 let _ = tc::qdisc_add_clsact(interface);
@@ -205,6 +230,12 @@ impl Observer {
             flows: FlowTable(std::sync::Arc::new(flows)),
             logs,
         })
+    }
+
+    /// The kernel-to-agent event ring of the request unit (taken once, by the requests thread).
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        let map = self.ebpf.take_map(request::MAP_EVENTS)?;
+        aya::maps::RingBuf::try_from(map).ok()
     }
 
     /// How many aya-log records the programs wrote so far (rare events only).
@@ -264,6 +295,14 @@ impl Observer {
             syns_outside_window: sums[reset_common::CTR_SYNS_OUTSIDE_WINDOW as usize],
             unparsed: sums[reset_common::CTR_UNPARSED as usize],
             map_full: sums[reset_common::CTR_MAP_FULL as usize],
+            requests_seen: sums[request::CTR_REQUESTS_SEEN as usize],
+            requests_selected: sums[request::CTR_REQUESTS_SELECTED as usize],
+            request_resets_observed: sums[request::CTR_REQUEST_RESETS_OBSERVED as usize],
+            requests_absorbed: sums[request::CTR_REQUESTS_ABSORBED as usize],
+            flows_opaque: sums[request::CTR_FLOWS_OPAQUE as usize],
+            events_lost: sums[request::CTR_EVENTS_LOST as usize],
+            withheld_segments: sums[request::CTR_WITHHELD_SEGMENTS as usize],
+            resets_rewritten: sums[request::CTR_RESETS_REWRITTEN as usize],
         })
     }
 

@@ -63,6 +63,8 @@ pub struct Redirect {
     pub steering: Steering,
     /// Why the steering or the table kind is not the preferred one, if it is not.
     pub fallbacks: Vec<String>,
+    /// The rule as `nft list table` shows it (for `reset-agent status`).
+    pub rule_text: String,
 }
 
 /// Errors that mean "this kernel lacks the feature", so a fallback may work: EOPNOTSUPP (owner
@@ -104,6 +106,7 @@ impl Redirect {
                             owned,
                             steering,
                             fallbacks,
+                            rule_text: plan::rule_text(spec, steering),
                         };
                         return this.read_back();
                     }
@@ -197,8 +200,8 @@ pub fn libnftnl_has_tproxy() -> bool {
 /// What this host lacks, from the kernel version the agent assumes (see `host`) and the
 /// libnftnl it runs with. The kernel still has the last word: `install` falls back on its
 /// refusal too.
-pub fn hints() -> Hints {
-    let kernel = crate::host::kernel_version();
+pub fn hints(host: &crate::host::HostFacts) -> Hints {
+    let kernel = host.kernel;
     let no_tproxy = if !libnftnl_has_tproxy() {
         Some("this libnftnl is older than 1.1.1 and cannot build the tproxy expression".into())
     } else {

@@ -143,3 +143,23 @@ pub fn remove() -> FinalizedBatch {
     batch.add(&table, MsgType::Del);
     batch.finalize()
 }
+
+/// The rule of `install` as `nft list table` prints it.
+pub fn rule_text(spec: &RedirectSpec, steering: Steering) -> String {
+    let mut r = String::new();
+    if let Some(mark) = spec.mark {
+        r.push_str(&format!("meta mark {mark:#010x} "));
+    }
+    r.push_str(&format!(
+        "iifname \"{}\" tcp dport {} ",
+        spec.interface, spec.target_port
+    ));
+    if spec.mark.is_none() {
+        r.push_str("tcp flags syn / syn,ack ");
+    }
+    match steering {
+        Steering::Tproxy => r.push_str(&format!("tproxy to :{}", spec.proxy_port)),
+        Steering::Redirect => r.push_str(&format!("redirect to :{}", spec.proxy_port)),
+    }
+    r
+}

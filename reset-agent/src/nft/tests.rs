@@ -337,3 +337,15 @@ fn remove_deletes_the_table() {
     assert_eq!(m[1].nft(), Some(2)); // NFT_MSG_DELTABLE
     assert_eq!(attr(&m[1].attrs(), 1), b"reset_peer\0");
 }
+
+#[test]
+fn rule_text_matches_what_nft_prints() {
+    assert_eq!(
+        plan::rule_text(&spec(Some(0x7273_7470)), Steering::Tproxy),
+        "meta mark 0x72737470 iifname \"ens160\" tcp dport 80 tproxy to :8080"
+    );
+    assert_eq!(
+        plan::rule_text(&spec(None), Steering::Redirect),
+        "iifname \"ens160\" tcp dport 80 tcp flags syn / syn,ack redirect to :8080"
+    );
+}

@@ -56,6 +56,8 @@ pub struct ProxyConfig {
     pub reset_timeout: Duration,
     pub stream: Stream,
     pub verdict_is_kernel: bool,
+    /// Userspace mode, request unit: relay every connection and select per request.
+    pub per_request: bool,
 }
 
 /// Userspace counters, read by the report and the progress line.
@@ -233,6 +235,10 @@ async fn handle(
         return;
     };
     stats.accepted.fetch_add(1, Relaxed);
+    if let (true, Verdict::Userspace(sel)) = (cfg.per_request, &verdict) {
+        relay::relay(stream, peer, orig, &cfg, sel, &stats, &reaper, phase).await;
+        return;
+    }
     let selected = match &verdict {
         Verdict::Kernel(flows) => {
             match flows.lookup(peer, orig) {

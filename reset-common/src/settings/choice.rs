@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::{MODE, SELECTION, STREAM, SettingError, Tunable};
+use super::{MODE, SELECTION, STREAM, SettingError, Tunable, UNIT};
 
 /// An enum of named values with its tunable, its spellings and the message for anything else.
 macro_rules! choice {
@@ -83,5 +83,15 @@ choice! {
         Kernel = "kernel",
         /// Selection in the agent's proxy.
         Userspace = "userspace",
+    }
+}
+
+choice! {
+    /// What TOXICITY is a share of (UNIT).
+    Unit for UNIT, expected "request or connection", fix "pass --unit request" {
+        /// Every HTTP/1.x request, on new and on persistent connections (the default).
+        Request = "request",
+        /// Every new connection, decided at its SYN.
+        Connection = "connection",
     }
 }

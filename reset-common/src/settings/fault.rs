@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     MAX_DURATION_S, MAX_RESET_TIMEOUT_MS, MODE, Mode, NETWORK_INTERFACE, PROXY_PORT, RAMP_TIME,
     RESET_TIMEOUT, SELECTION, STREAM, Selection, SettingError, Stream, TARGET_SERVICE_PORT,
-    TOTAL_CHAOS_DURATION, TOXICITY, Toxicity, Tunable,
+    TOTAL_CHAOS_DURATION, TOXICITY, Toxicity, Tunable, UNIT, Unit as CountUnit,
 };
 
 /// Every fault tunable as typed (text), each optional: flags and environment, or the agent's
@@ -39,6 +39,8 @@ pub struct RawSettings {
     pub selection: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     pub mode: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub unit: Option<String>,
 }
 
 /// Accepts a string, integer, float or boolean and keeps its text, so a file and the flags
@@ -74,6 +76,7 @@ impl RawSettings {
             stream: self.stream.or(other.stream),
             selection: self.selection.or(other.selection),
             mode: self.mode.or(other.mode),
+            unit: self.unit.or(other.unit),
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct FaultSettings {
     pub selection: Selection,
     /// MODE.
     pub mode: Mode,
+    /// UNIT.
+    pub unit: CountUnit,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -135,14 +140,14 @@ impl FaultSettings {
         let reset_timeout = whole(
             RESET_TIMEOUT,
             or_default(RESET_TIMEOUT, &raw.reset_timeout),
-            Unit::Millis,
+            TimeUnit::Millis,
             0,
             MAX_RESET_TIMEOUT_MS,
         )?;
         let total_chaos_duration = whole(
             TOTAL_CHAOS_DURATION,
             or_default(TOTAL_CHAOS_DURATION, &raw.total_chaos_duration),
-            Unit::Secs,
+            TimeUnit::Secs,
             1,
             MAX_DURATION_S,
         )?;
@@ -156,6 +161,7 @@ impl FaultSettings {
             stream: Stream::parse(or_default(STREAM, &raw.stream))?,
             selection: Selection::parse(or_default(SELECTION, &raw.selection))?,
             mode: Mode::parse(or_default(MODE, &raw.mode))?,
+            unit: CountUnit::parse(or_default(UNIT, &raw.unit))?,
         })
     }
 }
@@ -163,7 +169,7 @@ impl FaultSettings {
 /// RAMP_TIME: whole seconds, 0 to a week; the default when not given.
 pub fn ramp_time(text: Option<&str>) -> Result<Duration, SettingError> {
     let text = text.unwrap_or(RAMP_TIME.default);
-    let s = whole(RAMP_TIME, text, Unit::Secs, 0, MAX_DURATION_S)?;
+    let s = whole(RAMP_TIME, text, TimeUnit::Secs, 0, MAX_DURATION_S)?;
     Ok(Duration::from_secs(s))
 }
 
@@ -180,23 +186,23 @@ fn port(t: Tunable, text: &str) -> Result<u16, SettingError> {
 }
 
 #[derive(Clone, Copy)]
-enum Unit {
+enum TimeUnit {
     Millis,
     Secs,
 }
 
 /// A whole number of `unit` in `min..=max`: digits only, no sign, unit or decimals.
-fn whole(t: Tunable, text: &str, unit: Unit, min: u64, max: u64) -> Result<u64, SettingError> {
+fn whole(t: Tunable, text: &str, unit: TimeUnit, min: u64, max: u64) -> Result<u64, SettingError> {
     let (expected, fix) = match (unit, min) {
-        (Unit::Millis, _) => (
+        (TimeUnit::Millis, _) => (
             "a whole number of milliseconds, 0 or more",
             "use digits only, e.g. 2000 (no sign, unit or decimals); at most an hour",
         ),
-        (Unit::Secs, 0) => (
+        (TimeUnit::Secs, 0) => (
             "a whole number of seconds, 0 or more",
             "use digits only, e.g. 30 (no sign, unit or decimals); at most a week",
         ),
-        (Unit::Secs, _) => (
+        (TimeUnit::Secs, _) => (
             "a whole number of seconds, 1 or more",
             "use digits only, e.g. 30 (no sign, unit or decimals); at most a week",
         ),

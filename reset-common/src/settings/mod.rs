@@ -15,7 +15,7 @@ mod toxicity;
 
 use core::time::Duration;
 
-pub use choice::{Mode, Selection, Stream};
+pub use choice::{Mode, Selection, Stream, Unit};
 pub use fault::{FaultSettings, RawSettings, interface_name_ok, network_interface, ramp_time};
 pub use toxicity::Toxicity;
 
@@ -59,9 +59,11 @@ pub const STREAM: Tunable = tunable("STREAM", "stream", "downstream");
 pub const SELECTION: Tunable = tunable("SELECTION", "selection", "random");
 /// The agent's data path.
 pub const MODE: Tunable = tunable("MODE", "mode", "auto");
+/// What TOXICITY is a share of: requests, or new connections.
+pub const UNIT: Tunable = tunable("UNIT", "unit", "request");
 
 /// Every fault tunable, in the order the agent's config file lists them.
-pub const FAULT_TUNABLES: [Tunable; 10] = [
+pub const FAULT_TUNABLES: [Tunable; 11] = [
     TARGET_SERVICE_PORT,
     PROXY_PORT,
     NETWORK_INTERFACE,
@@ -72,6 +74,7 @@ pub const FAULT_TUNABLES: [Tunable; 10] = [
     STREAM,
     SELECTION,
     MODE,
+    UNIT,
 ];
 
 const fn tunable(env: &'static str, key: &'static str, default: &'static str) -> Tunable {

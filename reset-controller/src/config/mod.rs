@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reset_common::settings::{self, SettingError};
 pub use reset_common::settings::{
-    FaultSettings, Mode, RawSettings, Selection, Stream, Toxicity, network_interface,
+    FaultSettings, Mode, RawSettings, Selection, Stream, Toxicity, Unit, network_interface,
 };
 
 use crate::vcenter::VcError;
