@@ -277,7 +277,7 @@ pub fn run(cfg: &Config, host_facts: &host::HostFacts) -> i32 {
         "steering NAT redirect"
     };
     println!(
-        "path: mode {mode}, unit {}, attachment {attach}, {table}, {steer} ({why})",
+        "path: mode {mode}, attachment {attach}, {table}, {steer}, unit {} ({why})",
         cfg.unit
     );
     if checks.iter().any(|c| c.level == Level::Fail) {

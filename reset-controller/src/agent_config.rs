@@ -66,6 +66,7 @@ mod tests {
         assert_eq!(v["stream"].as_str(), Some("downstream"));
         assert_eq!(v["selection"].as_str(), Some("exact"));
         assert_eq!(v["mode"].as_str(), Some("auto"));
-        assert_eq!(v.len(), 10);
+        assert_eq!(v["unit"].as_str(), Some("request"));
+        assert_eq!(v.len(), 11);
     }
 }

@@ -94,7 +94,9 @@ pub fn ingress(ctx: &TcContext, seg: &Segment, window: bool) -> i32 {
     let flow = unsafe { &mut *flow };
     let start = packet::payload_start(ctx, seg).map(classify);
     if flow.flags & REQ_PENDING != 0 {
-        if start == Some(Start::Method) && flow.flags & REQ_TURN_OPEN == 0 {
+        // Another request while this connection's reset is pending (pipelined, or sent without
+        // waiting for the answer): it shares that reset.
+        if start == Some(Start::Method) {
             bump(CTR_REQUESTS_ABSORBED);
         }
         if upstream() {

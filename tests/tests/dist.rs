@@ -464,7 +464,8 @@ fn dist_agent_runs_on_a_debian_11_userland() {
             .expect("json");
     assert_eq!(report["mode"], "kernel", "{report}");
     assert_eq!(report["steering"], "tproxy", "{report}");
-    for f in ["flows_selected", "proxy_accepted", "resets_observed"] {
+    // The default unit (request): each curl is one request on a new connection.
+    for f in ["requests_selected", "resets_issued", "resets_observed"] {
         assert_eq!(report[f], 2, "{f}: {report}");
     }
     assert_eq!(report["cleanup"]["verified"], true, "{report}");
@@ -482,6 +483,8 @@ fn controller_uploads_the_portable_agent_by_default() {
     let exe = dist_agent();
     let (lab, _svc, sim) = one_vm();
     let args = [
+        "--output",
+        "json",
         "run",
         "--vm-name",
         "vm-a",

@@ -222,7 +222,7 @@ fn serialized_as_reports_show_it() {
         serde_json::json!({
             "target_service_port": 80, "proxy_port": 8080, "network_interface": "ens160",
             "toxicity": 37.5, "reset_timeout_ms": 2000, "total_chaos_duration_s": 30,
-            "stream": "downstream", "selection": "random", "mode": "auto"
+            "stream": "downstream", "selection": "random", "mode": "auto", "unit": "request"
         })
     );
 }

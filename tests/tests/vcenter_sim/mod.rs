@@ -113,6 +113,7 @@ impl Sim {
             .env("GOVC_URL", &self.url)
             .env("GOVC_USERNAME", VC_USER)
             .env("GOVC_PASSWORD", VC_PASSWORD)
+            .env("VM_USER_NAME", "root")
             .env("VM_PASSWORD", GUEST_PASSWORD)
             .env("GOVC_INSECURE", "false")
             .env("GOVC_TLS_CA_CERTS", self.ca())
