@@ -211,7 +211,7 @@ fn lost_flows_are_warned_live_and_fail_the_run() {
         &lab.vm,
         &bin("reset-agent"),
         &env,
-        &["--toxicity", "100", "--total-chaos-duration", "6"],
+        &["--toxicity", "100", "--total-chaos-duration", "8"],
     );
     agent.wait_active();
     let t0 = Instant::now();
