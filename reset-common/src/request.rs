@@ -70,7 +70,9 @@ pub struct ReqFlow {
     /// The service's sequence number of the first answer byte withheld: the caller's
     /// rcv_nxt, where the RST must sit to be accepted.
     pub withheld_seq: u32,
-    pub _reserved: u32,
+    /// The caller's next new sequence number while a reset is pending: a segment before it
+    /// is a retransmission (of the selected request or of one it absorbed), not a request.
+    pub caller_next: u32,
     /// CLOCK_MONOTONIC of the pending request's first byte (ingress).
     pub first_byte_ns: u64,
 }

@@ -95,9 +95,14 @@ pub fn ingress(ctx: &TcContext, seg: &Segment, window: bool) -> i32 {
     let start = packet::payload_start(ctx, seg).map(classify);
     if flow.flags & REQ_PENDING != 0 {
         // Another request while this connection's reset is pending (pipelined, or sent without
-        // waiting for the answer): it shares that reset.
-        if start == Some(Start::Method) {
-            bump(CTR_REQUESTS_ABSORBED);
+        // waiting for the answer): it shares that reset. Retransmissions (the upstream mode
+        // drops the request, the downstream mode may hold back the ACK riding on the withheld
+        // answer) are not new requests.
+        if (seg.seq.wrapping_sub(flow.caller_next) as i32) >= 0 {
+            flow.caller_next = seg.seq.wrapping_add(seg.payload_len);
+            if start == Some(Start::Method) {
+                bump(CTR_REQUESTS_ABSORBED);
+            }
         }
         if upstream() {
             bump(CTR_WITHHELD_SEGMENTS);
@@ -148,6 +153,7 @@ pub fn ingress(ctx: &TcContext, seg: &Segment, window: bool) -> i32 {
     bump(CTR_REQUESTS_SELECTED);
     flow.flags = (flow.flags | REQ_PENDING) & !REQ_WITHHELD;
     flow.req_seq = seg.seq;
+    flow.caller_next = seg.seq.wrapping_add(seg.payload_len);
     flow.first_byte_ns = first_byte_ns;
     if upstream() {
         bump(CTR_WITHHELD_SEGMENTS);

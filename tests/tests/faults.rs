@@ -333,7 +333,6 @@ fn service_down_during_the_window() {
     lab.assert_clean();
 }
 
-/// Established connections to `port` in the VM namespace, counted by the kernel (ss).
 /// Connections from the caller held by the proxy. With tproxy the proxy's end of a connection
 /// is VM:80 (the destination the caller dialled), like the service's own connections; the
 /// proxy's connections to the service come from the VM itself, so the caller's address tells

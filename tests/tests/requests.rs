@@ -257,19 +257,28 @@ fn raw_request(s: &mut TcpStream, path: &str) -> (Duration, usize, bool) {
 }
 
 fn read_answer(s: &mut TcpStream, t: Instant) -> (Duration, usize, bool) {
-    let mut got = 0;
+    read_answers(s, t, 1)
+}
+
+/// Reads until `n` answers arrived whole (pipelined answers may share one read), the
+/// connection closed, or a reset: (elapsed, bytes, reset?).
+fn read_answers(s: &mut TcpStream, t: Instant, n: usize) -> (Duration, usize, bool) {
+    const BODY: &str = "hello from the target service";
+    let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return (t.elapsed(), got, false),
-            Ok(n) => {
-                got += n;
-                if String::from_utf8_lossy(&buf[..n]).contains("hello from the target service") {
-                    return (t.elapsed(), got, false);
+            Ok(0) => return (t.elapsed(), got.len(), false),
+            Ok(k) => {
+                got.extend_from_slice(&buf[..k]);
+                if String::from_utf8_lossy(&got).matches(BODY).count() >= n {
+                    return (t.elapsed(), got.len(), false);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (t.elapsed(), got, true),
-            Err(e) => panic!("read: {e}"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return (t.elapsed(), got.len(), true);
+            }
+            Err(e) => panic!("read: {e} after {} bytes", got.len()),
         }
     }
 }
@@ -353,9 +362,11 @@ fn stream_modes_on_a_persistent_connection() {
         assert_eq!(u(r, "requests_seen"), 2, "{r}");
         assert_eq!(u(r, "requests_selected"), 1, "{r}");
         assert_eq!(u(r, "resets_observed"), 1, "{r}");
+        // The caller retransmits a request the upstream mode dropped: not a second request.
+        assert_eq!(u(r, "requests_absorbed"), 0, "{stream}: {r}");
+        lab.assert_clean();
         drop(svc);
         let _ = std::fs::remove_file(&log);
-        lab.assert_clean();
     }
 }
 
@@ -372,9 +383,7 @@ fn pipelined_split_and_pending_requests() {
         // Two requests in one write: one turn, answered twice.
         s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let (_, _, reset) = read_answer(&mut s, Instant::now());
-        assert!(!reset);
-        let (_, _, reset) = read_answer(&mut s, Instant::now());
+        let (_, _, reset) = read_answers(&mut s, Instant::now(), 2);
         assert!(!reset);
         // One request in two segments.
         s.write_all(b"GET /c HTTP/1.1\r\nHo").unwrap();
@@ -420,7 +429,10 @@ fn pipelined_split_and_pending_requests() {
 
 /// Edge: the service closes the connection itself while the reset is pending (it answers
 /// `Connection: close` and sends FIN): the answer and the FIN are withheld, and the caller
-/// still gets one effective reset (the RST moved to its next expected byte).
+/// still gets one effective reset. The tc drop is a local drop to the service's TCP, so its
+/// send pointer stays at the withheld data and its RST already carries the caller's next
+/// expected sequence number; the program moves an RST only when it does not
+/// (`resets_rewritten`), which this path does not need.
 #[test]
 fn the_service_closing_first_still_gives_one_reset() {
     if !require_root() {
@@ -451,7 +463,10 @@ fn the_service_closing_first_still_gives_one_reset() {
     assert!(t >= Duration::from_millis(300), "{t:?}");
     let r = run.report();
     assert_eq!(u(r, "resets_observed"), 1, "{r}");
-    assert!(u(r, "resets_rewritten") >= 1, "{r}");
+    assert!(
+        u(r, "withheld_segments") >= 1,
+        "the answer was held back: {r}"
+    );
 }
 
 /// Edge: IPv6 callers are selected and reset the same way.
