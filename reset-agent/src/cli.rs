@@ -10,11 +10,13 @@ use crate::config::RawSettings;
 #[command(
     name = "reset-agent",
     version,
-    about = "reset-peer's in-guest agent: resets a share of new TCP connections to a service",
-    long_about = "Makes TOXICITY percent of new TCP connections to TARGET_SERVICE_PORT (arriving on \
-                  NETWORK_INTERFACE) go through a local proxy that resets them (RST) RESET_TIMEOUT \
-                  ms after the request starts, for TOTAL_CHAOS_DURATION seconds, then removes \
-                  everything. Every flag also reads the environment variable named in capitals."
+    about = "reset-peer's in-guest agent: resets a share of the requests to a service",
+    long_about = "For TOTAL_CHAOS_DURATION seconds, resets (RST) TOXICITY percent of the HTTP \
+                  requests to TARGET_SERVICE_PORT (arriving on NETWORK_INTERFACE) RESET_TIMEOUT \
+                  ms after each starts, on new and persistent connections alike (UNIT=request; \
+                  UNIT=connection: a share of new connections, through a local proxy), then \
+                  removes everything. Every flag also reads the environment variable named in \
+                  capitals."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -91,7 +93,7 @@ pub struct CleanupArgs {
 /// defaults below state (the README check holds them to it).
 #[derive(Args, Debug)]
 pub struct FaultArgs {
-    /// Service port whose new connections are reset [default: 80].
+    /// Service port whose requests (or new connections) are reset [default: 80].
     #[arg(long, env = "TARGET_SERVICE_PORT", allow_hyphen_values = true)]
     pub target_service_port: Option<String>,
     /// Local port of the resetting proxy [default: 8080].
@@ -100,7 +102,8 @@ pub struct FaultArgs {
     /// Interface the callers' traffic arrives on [default: ens160].
     #[arg(long, env = "NETWORK_INTERFACE")]
     pub network_interface: Option<String>,
-    /// Percent of new connections to reset, 0-100, decimals allowed [default: 100].
+    /// Percent of requests (UNIT=request) or new connections (UNIT=connection) to reset, 0-100,
+    /// decimals allowed [default: 100].
     #[arg(long, env = "TOXICITY", allow_hyphen_values = true)]
     pub toxicity: Option<String>,
     /// Milliseconds from the first request byte to the reset [default: 2000].
@@ -116,8 +119,8 @@ pub struct FaultArgs {
     /// [default: downstream].
     #[arg(long, env = "STREAM")]
     pub stream: Option<String>,
-    /// random: each flow with probability TOXICITY; exact: exactly floor(n*TOXICITY) of n flows
-    /// [default: random].
+    /// random: each request (or flow) with probability TOXICITY; exact: exactly floor(n*TOXICITY)
+    /// of n [default: random].
     #[arg(long, env = "SELECTION")]
     pub selection: Option<String>,
     /// auto: kernel when eBPF loads, else userspace [default: auto].

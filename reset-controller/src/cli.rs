@@ -106,7 +106,7 @@ pub struct TargetArgs {
 /// The fault's tunables: text, read by the settings contract (as the agent reads them).
 #[derive(Debug, Args)]
 pub struct FaultArgs {
-    /// Port of the service whose connections are reset.
+    /// Port of the service whose requests (or new connections) are reset.
     #[arg(long, env = "TARGET_SERVICE_PORT", default_value = settings::TARGET_SERVICE_PORT.default, allow_hyphen_values = true)]
     pub target_service_port: String,
     /// Port of the agent's proxy.
@@ -115,7 +115,8 @@ pub struct FaultArgs {
     /// Guest interface the traffic arrives on.
     #[arg(long, env = "NETWORK_INTERFACE", default_value = settings::NETWORK_INTERFACE.default)]
     pub network_interface: String,
-    /// Percent of new connections reset (0-100, up to 4 decimals; `50%` is read as 50).
+    /// Percent of requests (UNIT=request) or new connections (UNIT=connection) reset (0-100, up
+    /// to 4 decimals; `50%` is read as 50).
     #[arg(long, env = "TOXICITY", default_value = settings::TOXICITY.default, allow_hyphen_values = true)]
     pub toxicity: String,
     /// Milliseconds from the first request byte to the reset.
@@ -127,7 +128,7 @@ pub struct FaultArgs {
     /// downstream: withhold the response; upstream: withhold the request.
     #[arg(long, env = "STREAM", default_value = settings::STREAM.default)]
     pub stream: String,
-    /// random: a per-connection draw; exact: exactly floor(n*p) of n connections.
+    /// random: a draw per request (or connection); exact: exactly floor(n*p) of n.
     #[arg(long, env = "SELECTION", default_value = settings::SELECTION.default)]
     pub selection: String,
     /// Agent data path: auto, kernel or userspace.

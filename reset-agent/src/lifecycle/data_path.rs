@@ -5,40 +5,11 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::parts::{BoxFuture, DataPath};
+use super::parts::{BoxFuture, DataPath, DataStats};
 use crate::{
     proxy::{Phase, Stats},
     requests::{RequestStats, Requests},
 };
-
-/// The data path's counters at one moment.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DataStats {
-    /// Connections the proxy accepted from the steering rule.
-    pub accepted: u64,
-    /// Userspace mode: selections the proxy made (connections, or requests).
-    pub selected: u64,
-    /// Userspace mode, request unit: requests the relay saw begin.
-    pub requests_seen: u64,
-    /// Userspace mode, request unit: connections that are not HTTP/1.
-    pub flows_opaque: u64,
-    /// Resets issued: zero-linger closes (proxy) and destroyed sockets (requests thread).
-    pub resets_issued: u64,
-    /// Held connections and pending requests.
-    pub held: u64,
-    pub unconfirmed: u64,
-    pub refused_direct: u64,
-    pub upstream_failures: u64,
-    pub callers_gone: u64,
-    /// Request unit: connections closed before their reset was due.
-    pub closed_first: u64,
-    /// Request unit: destroys that failed otherwise.
-    pub reset_failures: u64,
-    /// The proxy's own reset delays, microseconds.
-    pub proxy_delays_us: Vec<u64>,
-    /// Request unit: the kernel's first byte -> RST per request, nanoseconds.
-    pub request_delays_ns: Vec<u64>,
-}
 
 pub struct RealDataPath {
     pub proxy: JoinHandle<std::io::Result<()>>,

@@ -1,7 +1,7 @@
 //! Counts gathered from the kernel and the data path, and where they go: the live status, the
 //! metrics, and the report at the end.
 use super::{
-    data_path::DataStats,
+    parts::DataStats,
     parts::{DataPath, Observe},
     status::{self, Counts},
 };

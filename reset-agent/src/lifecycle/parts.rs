@@ -11,7 +11,7 @@ use crate::{
     nft::{NftError, RedirectSpec, Steering},
 };
 
-use super::{RunError, data_path::DataStats};
+use super::RunError;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -88,4 +88,33 @@ pub trait Parts {
     ) -> Result<Box<dyn DataPath>, RunError>;
     /// Nothing of ours left: no table, no program.
     fn verify(&self, cfg: &Config) -> bool;
+}
+
+/// The data path's counters at one moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DataStats {
+    /// Connections the proxy accepted from the steering rule.
+    pub accepted: u64,
+    /// Userspace mode: selections the proxy made (connections, or requests).
+    pub selected: u64,
+    /// Userspace mode, request unit: requests the relay saw begin.
+    pub requests_seen: u64,
+    /// Userspace mode, request unit: connections that are not HTTP/1.
+    pub flows_opaque: u64,
+    /// Resets issued: zero-linger closes (proxy) and destroyed sockets (requests thread).
+    pub resets_issued: u64,
+    /// Held connections and pending requests.
+    pub held: u64,
+    pub unconfirmed: u64,
+    pub refused_direct: u64,
+    pub upstream_failures: u64,
+    pub callers_gone: u64,
+    /// Request unit: connections closed before their reset was due.
+    pub closed_first: u64,
+    /// Request unit: destroys that failed otherwise.
+    pub reset_failures: u64,
+    /// The proxy's own reset delays, microseconds.
+    pub proxy_delays_us: Vec<u64>,
+    /// Request unit: the kernel's first byte -> RST per request, nanoseconds.
+    pub request_delays_ns: Vec<u64>,
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{
     Ending, Inputs, Progress, RunError, Stop,
-    data_path::DataStats,
+    parts::DataStats,
     parts::{BoxFuture, DataPath, Listeners, Observe, Parts, Steer},
     run, status,
 };
