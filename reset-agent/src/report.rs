@@ -227,7 +227,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  fault            {}% of {} to :{} on {}, reset {} ms after the first request byte ({:?}, {:?})",
+            "  fault            {}% of {} to :{} on {}, reset {} ms after the first request byte ({}, {})",
             self.toxicity_percent,
             match self.unit {
                 Unit::Request => "requests",
@@ -236,8 +236,8 @@ impl Report {
             self.target_service_port,
             self.network_interface,
             self.reset_timeout_ms,
-            self.stream,
-            self.selection
+            self.stream.as_str(),
+            self.selection.as_str()
         );
         let _ = writeln!(
             s,

@@ -86,5 +86,8 @@ fn text(s: &Status) -> String {
         c.resets_observed,
         c.held
     );
+    if let Some(at) = &s.counts_at {
+        out += &format!("  counts read at   {at} (refreshed every 500 ms)\n");
+    }
     out
 }

@@ -339,6 +339,7 @@ async fn window(
                 let left = end.saturating_duration_since(Instant::now()).as_secs();
                 status::update(status, |s| {
                     s.counts = c;
+                    s.counts_at = Some(crate::report::now_rfc3339());
                     s.seconds_left = Some(left);
                 });
                 if installed.observer.is_some() && cfg.unit == Unit::Connection

@@ -39,6 +39,8 @@ pub struct Status {
     /// The steering rule as `nft list table` shows it.
     pub rule: Option<String>,
     pub counts: Counts,
+    /// When `counts` were read (RFC 3339; they are refreshed every 500 ms).
+    pub counts_at: Option<String>,
 }
 
 pub type Shared = Arc<Mutex<Status>>;
