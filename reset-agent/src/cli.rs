@@ -79,6 +79,9 @@ pub struct StatusArgs {
     /// Print the status as JSON (one object) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With no run active: the interface to check for programs left by one [default: ens160].
+    #[arg(long, env = "NETWORK_INTERFACE")]
+    pub network_interface: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -21,6 +21,7 @@ mod instance;
 mod lifecycle;
 mod lost;
 mod metrics;
+mod netlink;
 mod nft;
 mod preflight;
 mod proxy;
@@ -47,6 +48,15 @@ fn resolve(args: &FaultArgs) -> Result<Config, ConfigError> {
         None => raw,
     };
     Config::resolve(raw)
+}
+
+/// NETWORK_INTERFACE of `status` and `cleanup`: the settings contract's rule, or exit code 2.
+fn interface(arg: Option<String>) -> Result<String, i32> {
+    let name = arg.unwrap_or_else(|| config::DEFAULT_INTERFACE.into());
+    reset_common::settings::network_interface(&name).map_err(|e| {
+        eprintln!("reset-agent: error: {e}");
+        2
+    })
 }
 
 fn usage_error(err: &ConfigError) -> i32 {
@@ -91,13 +101,14 @@ fn main() {
             Err(e) => usage_error(&e),
             Ok(cfg) => preflight::run(&cfg, &host_facts(&args.assume)),
         },
-        Command::Status(args) => status::command(args.json),
-        Command::Cleanup(args) => {
-            let iface = args
-                .network_interface
-                .unwrap_or_else(|| config::DEFAULT_INTERFACE.into());
-            cleanup::command(&iface)
-        }
+        Command::Status(args) => match interface(args.network_interface) {
+            Ok(iface) => status::command(&iface, args.json),
+            Err(code) => code,
+        },
+        Command::Cleanup(args) => match interface(args.network_interface) {
+            Ok(iface) => cleanup::command(&iface),
+            Err(code) => code,
+        },
     };
     std::process::exit(code);
 }

@@ -7,26 +7,18 @@
 //! close the service itself; so the socket is first looked up (SOCK_DIAG_BY_FAMILY), checked to
 //! be that connection and not a listener, and destroyed by its cookie, which only it matches.
 //!
-//! Messages are built and read here as bytes over a nix netlink socket: no unsafe code.
+//! Messages are built and read here as bytes (netlink.rs): no unsafe code.
 use std::{
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::{AsRawFd, OwnedFd},
 };
 
-use nix::sys::{
-    socket::{
-        self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt,
-    },
-    time::TimeVal,
-};
+use nix::sys::socket::SockProtocol;
+
+use crate::netlink::{self, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, invalid};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u8 = 10;
 /// inet_diag_req_v2 is 56 bytes, inet_diag_msg 72; the sockid inside both is 48.
@@ -49,30 +41,23 @@ pub enum DestroyError {
 
 /// A NETLINK_SOCK_DIAG socket.
 pub struct SockDiag {
-    fd: OwnedFd,
-    seq: u32,
+    nl: netlink::Socket,
 }
 
 impl SockDiag {
     pub fn open() -> io::Result<SockDiag> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )?;
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(2, 0))?;
-        Ok(SockDiag { fd, seq: 0 })
+        Ok(SockDiag {
+            nl: netlink::Socket::open(SockProtocol::NetlinkSockDiag)?,
+        })
     }
 
     /// Destroys the service's socket of the connection `service` <- `caller`.
     pub fn destroy(&mut self, service: SocketAddr, caller: SocketAddr) -> Result<(), DestroyError> {
         let cookie = self.lookup(service, caller)?;
-        self.seq = self.seq.wrapping_add(1);
-        let req = request(SOCK_DESTROY, self.seq, service, caller, cookie);
-        self.send(&req)?;
-        match self.reply(self.seq)? {
+        let seq = self.nl.next_seq();
+        self.nl
+            .send(&request(SOCK_DESTROY, seq, service, caller, cookie))?;
+        match self.reply(seq)? {
             Reply::Ack => Ok(()),
             Reply::Error(e) if e == libc::ENOENT || e == libc::ESTALE => Err(DestroyError::Gone),
             Reply::Error(e) if e == libc::EOPNOTSUPP => Err(DestroyError::Unsupported),
@@ -86,10 +71,15 @@ impl SockDiag {
     /// The cookie of the service's socket of that connection; `Gone` when there is none (or
     /// only a listener answers the lookup).
     fn lookup(&mut self, service: SocketAddr, caller: SocketAddr) -> Result<[u8; 8], DestroyError> {
-        self.seq = self.seq.wrapping_add(1);
-        let req = request(SOCK_DIAG_BY_FAMILY, self.seq, service, caller, [0xff; 8]);
-        self.send(&req)?;
-        match self.reply(self.seq)? {
+        let seq = self.nl.next_seq();
+        self.nl.send(&request(
+            SOCK_DIAG_BY_FAMILY,
+            seq,
+            service,
+            caller,
+            [0xff; 8],
+        ))?;
+        match self.reply(seq)? {
             Reply::Socket {
                 state,
                 remote_port,
@@ -97,11 +87,11 @@ impl SockDiag {
             } if state != TCP_LISTEN && remote_port == caller.port() => {
                 // The record is followed by an ack (NLM_F_ACK); read it so the next call
                 // starts clean.
-                let _ = self.reply(self.seq);
+                let _ = self.reply(seq);
                 Ok(cookie)
             }
             Reply::Socket { .. } => {
-                let _ = self.reply(self.seq);
+                let _ = self.reply(seq);
                 Err(DestroyError::Gone)
             }
             Reply::Error(e) if e == libc::ENOENT => Err(DestroyError::Gone),
@@ -110,20 +100,12 @@ impl SockDiag {
         }
     }
 
-    fn send(&self, buf: &[u8]) -> io::Result<()> {
-        let n = socket::send(self.fd.as_raw_fd(), buf, MsgFlags::empty())?;
-        if n != buf.len() {
-            return Err(invalid("short netlink send"));
-        }
-        Ok(())
-    }
-
     /// The next message for `seq` (older ones are skipped).
     fn reply(&self, seq: u32) -> io::Result<Reply> {
         let mut buf = [0u8; 8192];
         loop {
-            let n = socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-            if let Some(r) = parse(&buf[..n], seq)? {
+            let dgram = self.nl.recv(&mut buf)?;
+            if let Some(r) = parse(dgram, seq)? {
                 return Ok(r);
             }
         }
@@ -141,41 +123,22 @@ enum Reply {
     },
 }
 
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
-}
-
 /// The first message of a datagram that answers `seq`, if any.
 fn parse(dgram: &[u8], seq: u32) -> io::Result<Option<Reply>> {
-    let mut rest = dgram;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4")) as usize;
-        if len < 16 || len > rest.len() {
-            return Err(invalid("malformed netlink message"));
-        }
-        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-        let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4"));
-        let body = &rest[16..len];
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-        if msg_seq != seq {
+    for m in netlink::messages(dgram)? {
+        if m.seq != seq {
             continue;
         }
-        return Ok(Some(match ty {
-            NLMSG_ERROR => {
-                let code = body
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4")))
-                    .ok_or_else(|| invalid("short netlink error"))?;
-                if code == 0 {
-                    Reply::Ack
-                } else {
-                    Reply::Error(-code)
-                }
-            }
+        return Ok(Some(match m.ty {
+            NLMSG_ERROR => match m.error_code()? {
+                0 => Reply::Ack,
+                e => Reply::Error(e),
+            },
             NLMSG_DONE => Reply::Ack,
             SOCK_DIAG_BY_FAMILY => {
                 // inet_diag_msg: family, state, timer, retrans, then the sockid (sport, dport,
                 // src, dst, if, cookie).
+                let body = m.body;
                 if body.len() < 4 + 48 {
                     return Err(invalid("short inet_diag_msg"));
                 }
@@ -196,12 +159,7 @@ fn parse(dgram: &[u8], seq: u32) -> io::Result<Option<Reply>> {
 /// nlmsghdr + inet_diag_req_v2 for the socket whose local end is `service` and remote end is
 /// `caller`.
 fn request(ty: u16, seq: u32, service: SocketAddr, caller: SocketAddr, cookie: [u8; 8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(REQ_LEN);
-    m.extend_from_slice(&(REQ_LEN as u32).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = netlink::request(REQ_LEN, ty, NLM_F_REQUEST | NLM_F_ACK, seq);
     let (family, local, remote) = match (unmap(service.ip()), unmap(caller.ip())) {
         (IpAddr::V4(l), IpAddr::V4(r)) => {
             let mut a = [0u8; 16];

@@ -1,21 +1,22 @@
 //! `reset-agent status`: is a fault active in this network namespace, since when, its table and
 //! rule, and its live counts (asked of the running agent through its run lock). With no run,
 //! it says so and checks that nothing of one is left (table, programs).
-use crate::{config, ebpf, instance, lifecycle::status::Status, nft};
+use crate::{ebpf, instance, lifecycle::status::Status, nft};
 
 /// Exit code: 0 (a run is active, or none is and nothing is left), 1 (none is, but a table or
 /// programs of one are: run `reset-agent cleanup`).
-pub fn command(json: bool) -> i32 {
+pub fn command(iface: &str, json: bool) -> i32 {
     if let Some(s) = instance::status() {
         if json {
-            println!("{}", serde_json::to_string(&s).unwrap_or_default());
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["active"] = true.into();
+            println!("{v}");
         } else {
             print!("{}", text(&s));
         }
         return 0;
     }
     let table = matches!(nft::table_exists(), Ok(true));
-    let iface = config::DEFAULT_INTERFACE;
     let programs =
         crate::host::interface_exists(iface) && !ebpf::attached_programs(iface).is_empty();
     if json {

@@ -5,6 +5,7 @@
 //! Attachments are links (TCX on kernels >= 6.6: they die with the process). On older kernels
 //! aya falls back to netlink clsact filters, which `cleanup` removes by program name. The
 //! first-byte socket filter sits on the proxy's listeners and goes with them.
+mod filters;
 mod log;
 use std::net::{IpAddr, SocketAddr};
 
@@ -332,6 +333,16 @@ pub fn attached_programs(interface: &str) -> Vec<String> {
                 }
             }
         }
+    }
+    match nix::net::if_::if_nametoindex(interface).map_err(std::io::Error::from) {
+        Ok(index) => match filters::bpf_filter_names(index) {
+            Ok(names) => found.extend(names.into_iter().filter(|n| is_ours(n))),
+            Err(e) => {
+                tracing::warn!(interface, error = %e, "cannot list the interface's tc filters")
+            }
+        },
+        // No such interface: nothing can be attached to it.
+        Err(e) => tracing::debug!(interface, error = %e, "cannot find the interface's index"),
     }
     found
 }
