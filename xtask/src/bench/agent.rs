@@ -14,6 +14,8 @@ use super::procs::{Bg, Paths};
 #[derive(Clone, Debug)]
 pub struct AgentArgs {
     pub mode: &'static str,
+    /// "request" or "connection".
+    pub unit: &'static str,
     pub toxicity: f64,
     pub reset_timeout_ms: u64,
     pub selection: &'static str,
@@ -51,6 +53,8 @@ impl Agent {
             a.selection,
             "--mode",
             a.mode,
+            "--unit",
+            a.unit,
             "--stream",
             "downstream",
             "--proxy-port",

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
+    agent::AgentArgs,
     load::{self, Kind, Plan},
+    pooled,
     setup::{Bench, Setup},
 };
 
@@ -115,6 +117,75 @@ pub fn reset_delay(b: &mut Bench, setups: &[Setup]) -> anyhow::Result<Vec<DelayR
         }
     }
     Ok(rows)
+}
+
+/// Persistent connections the request unit's delay is measured on: each alternates an answered
+/// request and a reset one (exact 50%), about 1000 / RESET_TIMEOUT selected requests per second
+/// per connection.
+const REQUEST_DELAY_CONNS: u64 = 20;
+
+/// Request unit (kernel mode): the delay of resets on persistent connections, a pooled
+/// keep-alive caller at TOXICITY 50 (exact), about 200 selected requests/s at 100 ms.
+pub fn request_delay(b: &mut Bench) -> anyhow::Result<Vec<DelayRow>> {
+    let t = b.p.reset_timeout_ms;
+    let target = REQUEST_DELAY_CONNS as f64 * 1000.0 / t as f64;
+    eprintln!(
+        "bench: reset delay: reset-peer kernel request, pooled keep-alive, ~{target:.0} selected/s"
+    );
+    let agent = b.agent(&AgentArgs {
+        mode: "kernel",
+        unit: "request",
+        toxicity: 50.0,
+        reset_timeout_ms: t,
+        selection: "exact",
+    })?;
+    let out = pooled::run(
+        b,
+        "http://198.18.0.2:80/",
+        &[
+            "--connections".into(),
+            REQUEST_DELAY_CONNS.to_string(),
+            "--requests".into(),
+            "1000000".into(),
+            "--duration-s".into(),
+            b.p.delay_secs.to_string(),
+            "--timeout-ms".into(),
+            (t + 5000).to_string(),
+        ],
+    );
+    let r = b.stop_agent(agent, "kernel")?;
+    let out = out?;
+    let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let resets = u(&out, "resets");
+    let caller = &out["reset_after_ms"];
+    let d = &r["reset_delay_ms"];
+    let minus = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN) - t as f64;
+    Ok(vec![DelayRow {
+        setup: format!(
+            "reset-peer kernel request (pooled keep-alive, {REQUEST_DELAY_CONNS} connections)"
+        ),
+        target_rate: target,
+        achieved_rate: resets as f64 / out["elapsed_s"].as_f64().unwrap_or(f64::NAN),
+        reset_timeout_ms: t,
+        resets_seen_by_caller: resets,
+        other_outcomes: u(&out, "other_errors"),
+        agent_measured: (u(d, "samples") > 0).then(|| ErrPct {
+            p50: minus(d, "p50"),
+            p99: minus(d, "p99"),
+            max: minus(d, "max"),
+            samples: u(d, "samples"),
+        }),
+        agent_measured_by: "kernel (tc ingress first byte, tc egress RST)",
+        caller_clock: (resets > 0).then(|| ErrPct {
+            p50: minus(caller, "p50"),
+            p99: minus(caller, "p99"),
+            max: minus(caller, "max"),
+            samples: resets,
+        }),
+        closed_without_response: u(&out, "closed"),
+        caller_clock_closed: None,
+        caller_errors_ms: Vec::new(),
+    }])
 }
 
 /// Percentiles of `us` (microseconds) minus `t` ms, in ms.

@@ -37,6 +37,7 @@ pub fn held(b: &mut Bench) -> anyhow::Result<Vec<HeldRow>> {
     for mode in ["kernel", "userspace"] {
         eprintln!("bench: {n} held connections, {mode} mode");
         let agent = b.agent(&AgentArgs {
+            unit: "connection",
             mode,
             toxicity: 100.0,
             reset_timeout_ms: 600_000,

@@ -11,6 +11,7 @@ mod delay;
 mod held;
 mod load;
 mod plot;
+mod pooled;
 mod precision;
 mod procs;
 mod report;
@@ -146,12 +147,24 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
     };
 
     // Every setup is measured against direct in interleaved pairs (throughput.rs).
-    let mut setups = Vec::new();
-    for mode in ["kernel", "userspace"] {
-        for toxicity in [0.0, 50.0] {
-            setups.push(Setup::Agent { mode, toxicity });
-        }
-    }
+    // Both units in kernel mode at TOXICITY 0 and 50; userspace mode (every connection through
+    // the proxy, what a proxy-based peer pays) in both units.
+    let mut setups: Vec<Setup> = [
+        ("kernel", "request", 0.0),
+        ("kernel", "request", 50.0),
+        ("kernel", "connection", 0.0),
+        ("kernel", "connection", 50.0),
+        ("userspace", "request", 0.0),
+        ("userspace", "connection", 0.0),
+        ("userspace", "connection", 50.0),
+    ]
+    .into_iter()
+    .map(|(mode, unit, toxicity)| Setup::Agent {
+        mode,
+        unit,
+        toxicity,
+    })
+    .collect();
     setups.push(Setup::Haproxy);
     let toxy_ok = paths.node_modules.is_some()
         && usable(&mut b, &Setup::Toxy { toxicity: 0.0 }, &mut skipped);
@@ -169,7 +182,8 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         "throughput",
         &mut skipped,
     );
-    // Open loop at half of direct's closed-loop maximum (one connection per request).
+    // Open loop at a quarter of direct's closed-loop maximum (one connection per request): well
+    // below saturation, where a latency difference is the fault's own cost.
     let direct_max = rep
         .throughput
         .iter()
@@ -178,41 +192,38 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::max);
     if direct_max.is_finite() {
-        let mut open = vec![
-            Setup::Agent {
-                mode: "kernel",
-                toxicity: 0.0,
-            },
-            Setup::Agent {
-                mode: "kernel",
-                toxicity: 50.0,
-            },
-            Setup::Agent {
-                mode: "userspace",
-                toxicity: 50.0,
-            },
-        ];
+        let mut open: Vec<Setup> = [
+            ("kernel", "request", 50.0),
+            ("kernel", "connection", 0.0),
+            ("kernel", "connection", 50.0),
+            ("userspace", "connection", 50.0),
+        ]
+        .into_iter()
+        .map(|(mode, unit, toxicity)| Setup::Agent {
+            mode,
+            unit,
+            toxicity,
+        })
+        .collect();
         if haproxy_ok {
             open.push(Setup::Haproxy);
         }
         rep.open_loop = keep(
-            throughput::open_loop(&mut b, &open, (direct_max / 2.0).round()),
+            throughput::open_loop(&mut b, &open, (direct_max / 4.0).round()),
             "open-loop latency",
             &mut skipped,
         );
     } else {
         skipped.push("open-loop latency: no direct maximum was measured".into());
     }
-    let mut delay_setups = vec![
-        Setup::Agent {
-            mode: "kernel",
+    let mut delay_setups: Vec<Setup> = ["kernel", "userspace"]
+        .into_iter()
+        .map(|mode| Setup::Agent {
+            mode,
+            unit: "connection",
             toxicity: 100.0,
-        },
-        Setup::Agent {
-            mode: "userspace",
-            toxicity: 100.0,
-        },
-    ];
+        })
+        .collect();
     if toxy_ok {
         delay_setups.push(Setup::Toxy { toxicity: 100.0 });
     }
@@ -221,9 +232,19 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         "reset delay",
         &mut skipped,
     );
+    rep.reset_delay.extend(keep(
+        delay::request_delay(&mut b),
+        "request-unit reset delay",
+        &mut skipped,
+    ));
     rep.precision = keep(
         precision::precision(&mut b),
         "selection precision",
+        &mut skipped,
+    );
+    rep.request_precision = keep(
+        precision::request_precision(&mut b),
+        "request-unit selection precision",
         &mut skipped,
     );
     rep.max_rate = keep(

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::{
     agent::AgentArgs,
     load::{self, Kind, Plan},
+    pooled,
     setup::Bench,
 };
 
@@ -37,6 +38,7 @@ pub fn precision(b: &mut Bench) -> anyhow::Result<Vec<PrecisionRow>> {
         for &n in &b.p.precision_flows {
             eprintln!("bench: precision: {selection} over {n} flows");
             let agent = b.agent(&AgentArgs {
+                unit: "connection",
                 mode: "kernel",
                 toxicity: tox,
                 reset_timeout_ms: 1,
@@ -81,6 +83,94 @@ pub fn precision(b: &mut Bench) -> anyhow::Result<Vec<PrecisionRow>> {
     Ok(rows)
 }
 
+/// Requests per request-unit precision run, on `REQUEST_PRECISION_CONNS` persistent
+/// connections.
+pub const REQUEST_PRECISION_N: u64 = 10_000;
+const REQUEST_PRECISION_CONNS: u64 = 10;
+
+#[derive(Serialize)]
+pub struct RequestPrecisionRow {
+    pub selection: &'static str,
+    pub toxicity: f64,
+    /// Requests the pooled caller sent, and what it saw.
+    pub requests_sent: u64,
+    pub caller_resets: u64,
+    pub caller_other: u64,
+    /// The kernel's counts.
+    pub requests_seen: u64,
+    pub requests_selected: u64,
+    pub requests_absorbed: u64,
+    pub resets_observed: u64,
+    /// What the proxy accepted: unselected requests never pass through it (0 expected).
+    pub proxy_accepted: u64,
+    pub achieved_percent: f64,
+    /// |requests_selected - floor(n * TOXICITY)| (exact: 0 expected).
+    pub abs_error_requests: u64,
+    /// 1/N in percentage points (the exact-selection bound) and the error in percentage points.
+    pub bound_pp: f64,
+    pub abs_error_pp: f64,
+    /// (selected - n p) / sqrt(n p (1 - p)): random selection's distance from its expectation in
+    /// standard deviations.
+    pub z: f64,
+}
+
+/// Request unit (kernel mode): selection over 10k requests of a pooled keep-alive caller.
+pub fn request_precision(b: &mut Bench) -> anyhow::Result<Vec<RequestPrecisionRow>> {
+    let mut rows = Vec::new();
+    let tox = b.p.precision_toxicity;
+    let n = REQUEST_PRECISION_N;
+    for selection in ["random", "exact"] {
+        eprintln!(
+            "bench: precision: {selection} over {n} requests on {REQUEST_PRECISION_CONNS} keep-alive connections"
+        );
+        let agent = b.agent(&AgentArgs {
+            unit: "request",
+            mode: "kernel",
+            toxicity: tox,
+            reset_timeout_ms: 1,
+            selection,
+        })?;
+        let out = pooled::run(
+            b,
+            "http://198.18.0.2:80/",
+            &[
+                "--connections".into(),
+                REQUEST_PRECISION_CONNS.to_string(),
+                "--requests".into(),
+                n.to_string(),
+                "--duration-s".into(),
+                "120".into(),
+            ],
+        );
+        let r = b.stop_agent(agent, "kernel")?;
+        let out = out?;
+        let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+        let seen = u(&r, "requests_seen");
+        let selected = u(&r, "requests_selected");
+        let p = tox / 100.0;
+        let expected = (seen as f64 * p).floor();
+        let achieved = r["achieved_percent"].as_f64().unwrap_or(f64::NAN);
+        rows.push(RequestPrecisionRow {
+            selection,
+            toxicity: tox,
+            requests_sent: u(&out, "requests"),
+            caller_resets: u(&out, "resets"),
+            caller_other: u(&out, "other_errors") + u(&out, "closed"),
+            requests_seen: seen,
+            requests_selected: selected,
+            requests_absorbed: u(&r, "requests_absorbed"),
+            resets_observed: u(&r, "resets_observed"),
+            proxy_accepted: u(&r, "proxy_accepted"),
+            achieved_percent: achieved,
+            abs_error_requests: (selected as f64 - expected).abs() as u64,
+            bound_pp: 100.0 / n as f64,
+            abs_error_pp: (achieved - tox).abs(),
+            z: (selected as f64 - seen as f64 * p) / (seen as f64 * p * (1.0 - p)).sqrt(),
+        });
+    }
+    Ok(rows)
+}
+
 #[derive(Serialize)]
 pub struct RateRow {
     pub target_rate: f64,
@@ -102,6 +192,7 @@ pub fn max_rate(b: &mut Bench) -> anyhow::Result<Vec<RateRow>> {
     for &rate in &b.p.rate_steps {
         eprintln!("bench: accounting at {rate} new connections/s");
         let agent = b.agent(&AgentArgs {
+            unit: "connection",
             mode: "kernel",
             toxicity: 50.0,
             reset_timeout_ms: 1,

@@ -8,7 +8,7 @@ use super::{
     Params,
     delay::{DelayRow, ErrPct},
     held::{HELD_GOAL_MIB, HeldRow},
-    precision::{PrecisionRow, RateRow},
+    precision::{PrecisionRow, REQUEST_PRECISION_N, RateRow, RequestPrecisionRow},
     setup::{Lifecycle, median},
     stats::{Goal, Paired},
     throughput::{OpenLoopRow, ThroughputRow},
@@ -31,6 +31,7 @@ pub struct Report {
     pub open_loop: Vec<OpenLoopRow>,
     pub reset_delay: Vec<DelayRow>,
     pub precision: Vec<PrecisionRow>,
+    pub request_precision: Vec<RequestPrecisionRow>,
     pub max_rate: Vec<RateRow>,
     pub held: Vec<HeldRow>,
     pub lifecycle: Option<Lifecycle>,
@@ -67,6 +68,7 @@ impl Report {
             open_loop: Vec::new(),
             reset_delay: Vec::new(),
             precision: Vec::new(),
+            request_precision: Vec::new(),
             max_rate: Vec::new(),
             held: Vec::new(),
             lifecycle: None,
@@ -200,7 +202,9 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "## Reset delay error (observed - RESET_TIMEOUT), ms\n\n\
-         TOXICITY 100, RESET_TIMEOUT {} ms, paced new connections (open loop) each sending one GET. `agent` is the \
+         TOXICITY 100, RESET_TIMEOUT {} ms, paced new connections (open loop) each sending one GET; the request unit's \
+         row is a pooled keep-alive caller at TOXICITY 50 (exact), so every other request on a persistent connection \
+         is reset. `agent` is the \
          agent's report: kernel tc-egress timestamps on the wire in kernel mode, the proxy's own clock in userspace \
          mode. `caller` is first request byte -> ECONNRESET on the caller's clock (includes the caller's scheduling). \
          `closed` counts connections closed with FIN and no response (not a reset); `closed p50/p99` is their delay error.\n\n\
@@ -247,6 +251,39 @@ pub fn markdown(r: &Report) -> String {
             f(p.abs_error_pp, 4),
             f(p.bound_pp, 4),
             p.kernel_userspace_mismatch
+        );
+    }
+    s.push('\n');
+
+    let _ = writeln!(
+        s,
+        "## Selection precision, request unit (kernel mode, pooled keep-alive caller)\n\n\
+         {REQUEST_PRECISION_N} requests on 10 persistent connections (reopened after each reset), TOXICITY {}, \
+         RESET_TIMEOUT 1 ms. Exact selection must select floor(n x TOXICITY) of the n requests the kernel saw \
+         (error 0, within 1/N); random selection's distance from n x TOXICITY is given in standard deviations (z). \
+         The caller's resets, the kernel's resets_observed and requests_selected should agree; proxy_accepted is \
+         what passed through the proxy (0: no request does).\n\n\
+         | selection | sent | requests_seen | requests_selected | absorbed | caller resets | resets_observed | proxy_accepted | achieved % | error (requests) | error (pp) | 1/N (pp) | z |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        r.parameters["precision_toxicity"]
+    );
+    for p in &r.request_precision {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.selection,
+            p.requests_sent,
+            p.requests_seen,
+            p.requests_selected,
+            p.requests_absorbed,
+            p.caller_resets,
+            p.resets_observed,
+            p.proxy_accepted,
+            f(p.achieved_percent, 4),
+            p.abs_error_requests,
+            f(p.abs_error_pp, 4),
+            f(p.bound_pp, 4),
+            f(p.z, 2)
         );
     }
     s.push('\n');

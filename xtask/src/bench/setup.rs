@@ -20,22 +20,33 @@ pub const TOXY_PORT: u16 = 8082;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Setup {
-    Agent { mode: &'static str, toxicity: f64 },
+    /// `unit`: what TOXICITY counts, "request" or "connection".
+    Agent {
+        mode: &'static str,
+        unit: &'static str,
+        toxicity: f64,
+    },
     Haproxy,
-    Toxy { toxicity: f64 },
+    Toxy {
+        toxicity: f64,
+    },
 }
 
 impl Setup {
     pub fn label(&self) -> String {
         match self {
-            Setup::Agent { mode, toxicity } => format!("reset-peer {mode} {toxicity}%"),
+            Setup::Agent {
+                mode,
+                unit,
+                toxicity,
+            } => format!("reset-peer {mode} {unit} {toxicity}%"),
             Setup::Haproxy => "haproxy (tcp)".into(),
             Setup::Toxy { toxicity } => format!("toxy {toxicity}%"),
         }
     }
     pub fn series(&self) -> String {
         match self {
-            Setup::Agent { mode, .. } => format!("reset-peer {mode}"),
+            Setup::Agent { mode, unit, .. } => format!("reset-peer {mode} {unit}"),
             Setup::Haproxy => "haproxy".into(),
             Setup::Toxy { .. } => "toxy".into(),
         }
@@ -123,8 +134,13 @@ impl Bench<'_> {
 
     pub fn start(&mut self, s: &Setup, reset_ms: u64) -> anyhow::Result<Running> {
         Ok(match s {
-            Setup::Agent { mode, toxicity } => Running::Agent(self.agent(&AgentArgs {
+            Setup::Agent {
                 mode,
+                unit,
+                toxicity,
+            } => Running::Agent(self.agent(&AgentArgs {
+                mode,
+                unit,
                 toxicity: *toxicity,
                 reset_timeout_ms: reset_ms,
                 selection: "random",
