@@ -2,7 +2,8 @@
 //! this namespace or inside a lab namespace, serving lab VMs (or VMs on this host), with one
 //! set of accounts ([`Credentials`]), killed on drop; its guests' temporary directory and
 //! process table are removed on drop too. [`Vcsim::controller`] is the controller command
-//! wired to it. Used by every controller test and by `cargo xtask demo`.
+//! wired to it; [`VcsimBuilder::request_log`] has it write down every request it answers.
+//! Used by every controller test and by `cargo xtask demo`.
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -103,6 +104,7 @@ pub struct VcsimBuilder {
     inside: Option<String>,
     creds: Credentials,
     tmp_prefix: String,
+    request_log: bool,
 }
 
 impl VcsimBuilder {
@@ -158,6 +160,13 @@ impl VcsimBuilder {
         self
     }
 
+    /// Keep a request log (`--request-log`): one JSON line per answered request, at
+    /// [`Vcsim::request_log`]. [`Vcsim::start_again`] starts it afresh.
+    pub fn request_log(mut self) -> Self {
+        self.request_log = true;
+        self
+    }
+
     /// The prefix of its temporary directories (the demo's name them).
     pub fn tmp_prefix(mut self, prefix: &str) -> Self {
         self.tmp_prefix = prefix.into();
@@ -169,6 +178,10 @@ impl VcsimBuilder {
         let guest_tmp = TempDir::new(&self.tmp_prefix)?;
         let tools = TempDir::new(&format!("{}-tools", self.tmp_prefix))?;
         let cert = tools.path().join("cert.pem");
+        // Beside the process table, whose reader takes only `*.proc` files.
+        let request_log = self
+            .request_log
+            .then(|| tools.path().join("requests.jsonl"));
         let c = &self.creds;
         let mut args = vec![
             "--state-dir".to_string(),
@@ -188,12 +201,16 @@ impl VcsimBuilder {
                 .map_or(name.clone(), |ns| format!("{name}={ns}"));
             args.extend(["--vm".into(), vm]);
         }
+        if let Some(log) = &request_log {
+            args.extend(["--request-log".into(), log.display().to_string()]);
+        }
         args.extend(self.flags);
         let mut sim = Vcsim {
             child: None,
             url: String::new(),
             guest_tmp,
             cert,
+            request_log,
             _tools: tools,
             inside: self.inside,
             args,
@@ -211,12 +228,15 @@ impl VcsimBuilder {
 
 pub struct Vcsim {
     child: Option<Guard>,
-    /// The URL vcsim printed on its first line (`https://127.0.0.1:PORT/sdk`).
+    /// The URL vcsim printed on its first line (`https://127.0.0.1:PORT/sdk`; `http://` with
+    /// `--plain-http`).
     pub url: String,
     /// The guests' temporary directory (`--tmp-dir`); the guests share this filesystem.
     pub guest_tmp: TempDir,
     /// Its self-signed certificate (PEM), for GOVC_TLS_CA_CERTS.
     pub cert: PathBuf,
+    /// Its request log, when built with [`VcsimBuilder::request_log`].
+    pub request_log: Option<PathBuf>,
     /// The guests' process table (vcsim's "VMware Tools" state, `--state-dir`), kept
     /// across [`Vcsim::stop`] + [`Vcsim::start_again`].
     _tools: TempDir,
@@ -236,6 +256,7 @@ impl Vcsim {
             inside: None,
             creds: Credentials::test(),
             tmp_prefix: "vcsim".into(),
+            request_log: false,
         }
     }
 
@@ -269,7 +290,8 @@ impl Vcsim {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
         let url = line.trim().to_owned();
-        if !url.starts_with("https://127.0.0.1:") {
+        // http:// with `--plain-http`.
+        if !(url.starts_with("https://127.0.0.1:") || url.starts_with("http://127.0.0.1:")) {
             return Err(std::io::Error::other(format!(
                 "vcsim's first line should be its URL, got {url:?}"
             )));
@@ -289,7 +311,8 @@ impl Vcsim {
     pub fn start_again(&mut self) -> std::io::Result<()> {
         let addr = self
             .url
-            .trim_start_matches("https://")
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest)
             .trim_end_matches("/sdk")
             .to_string();
         let old = self.url.clone();

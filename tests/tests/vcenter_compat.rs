@@ -9,6 +9,7 @@ mod vcenter_sim;
 
 use std::time::Duration;
 
+use reset_tests::ctl::run_bounded;
 use vcenter_sim::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -16,7 +17,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A full run; returns the report and stderr, after checking it succeeded.
 fn run_ok(sim: &Sim, extra: &[&'static str]) -> (serde_json::Value, String) {
     let out = run_bounded(sim.controller(&run_args(extra)), LIMIT);
-    let (v, err) = (report(&out), stderr(&out));
+    let (v, err) = (out.report(), out.stderr.clone());
     assert_eq!(out.status.code(), Some(0), "{v}\n{err}");
     assert_eq!(v["vms"][0]["status"], "ok", "{v}\n{err}");
     assert!(
@@ -127,7 +128,7 @@ fn too_old_server_is_refused_before_any_guest_operation() {
     // Its version document lists nothing newer than 4.1: refused before any SOAP call.
     let sim = Sim::start("old", &["--product", "vcenter-4.1"]);
     let out = run_bounded(sim.controller(&run_args(&[])), LIMIT);
-    let (v, err) = (report(&out), stderr(&out));
+    let (v, err) = (out.report(), out.stderr.clone());
     assert_eq!(out.status.code(), Some(1), "{v}\n{err}");
     let e = v["vms"][0]["error"].as_str().unwrap();
     assert!(
@@ -140,7 +141,7 @@ fn too_old_server_is_refused_before_any_guest_operation() {
     // Without a document, its about.apiVersion (4.1) refuses it before Login.
     let sim = Sim::start("old404", &["--product", "vcenter-4.1", "--no-versions-doc"]);
     let out = run_bounded(sim.controller(&run_args(&[])), LIMIT);
-    let v = report(&out);
+    let v = out.report();
     assert_eq!(out.status.code(), Some(1), "{v}");
     let e = v["vms"][0]["error"].as_str().unwrap();
     assert!(
@@ -162,7 +163,7 @@ fn free_license_esxi_is_refused_and_a_licensed_one_runs() {
         &["--product", "esxi-8.0.3", "--esxi-license", "esxBasic"],
     );
     let out = run_bounded(sim.controller(&run_args(&[])), LIMIT);
-    let (v, err) = (report(&out), stderr(&out));
+    let (v, err) = (out.report(), out.stderr.clone());
     assert_eq!(out.status.code(), Some(1), "{v}\n{err}");
     let e = v["vms"][0]["error"].as_str().unwrap();
     assert!(
@@ -253,7 +254,7 @@ fn transfers_through_the_esxi_host_work_by_thumbprint() {
     let mut c = sim.controller(&run_args(&[]));
     c.env_remove("GOVC_TLS_CA_CERTS");
     let out = run_bounded(c, LIMIT);
-    let (v, err) = (report(&out), stderr(&out));
+    let (v, err) = (out.report(), out.stderr.clone());
     assert_eq!(out.status.code(), Some(0), "{v}\n{err}");
     assert_eq!(transfers(&sim).len(), 3);
     assert!(
@@ -267,7 +268,7 @@ fn transfers_through_the_esxi_host_work_by_thumbprint() {
 fn a_wrong_thumbprint_fails_clearly_and_cleans_up() {
     let sim = Sim::start("esxwrong", &["--esx-host", "--esx-host-wrong-thumbprint"]);
     let out = run_bounded(sim.controller(&run_args(&[])), LIMIT);
-    let (v, err) = (report(&out), stderr(&out));
+    let (v, err) = (out.report(), out.stderr.clone());
     assert_eq!(out.status.code(), Some(1), "{v}\n{err}");
     let row = &v["vms"][0];
     assert_eq!(row["status"], "failed", "{row}");

@@ -11,10 +11,12 @@
 mod vcenter_sim;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use reset_tests::ctl::{Controller, run_bounded};
+use reset_tests::fake_agent;
 use vcenter_sim::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -79,8 +81,8 @@ fn ok(sim: &Sim, args: &[String]) {
         out.status.code(),
         Some(0),
         "{args:?}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
+        out.stdout,
+        out.stderr
     );
 }
 
@@ -90,10 +92,11 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// Files in the guest tmp dir whose name ends with `suffix`.
 fn count(sim: &Sim, suffix: &str) -> usize {
-    std::fs::read_dir(sim.dir.join("guest"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+    sim.vcsim
+        .guest_tmp
+        .entries()
+        .iter()
+        .filter(|name| name.ends_with(suffix))
         .count()
 }
 
@@ -111,27 +114,21 @@ fn aborted_run(sim: &Sim, agent: &Path, started: &str) {
         &agent,
     ]);
     let before = count(sim, started);
-    let child = sim
-        .controller(&args)
-        .spawn()
-        .expect("spawn reset-controller");
+    let controller = Controller::spawn(sim.controller(&args));
     let t0 = Instant::now();
     while count(sim, started) == before {
         assert!(t0.elapsed() < LIMIT, "the agent never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = wait_bounded(child, LIMIT);
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let v = report(&out);
+    controller.signal("TERM");
+    let out = controller.finish(LIMIT);
+    assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
+    let v = out.report();
     assert_eq!(v["vms"][0]["status"], "aborted", "{v}");
 }
 
 /// Runs pyvmomi over the logs; returns the methods it validated.
-fn pyvmomi_reads(logs: &[PathBuf]) -> BTreeSet<String> {
+fn pyvmomi_reads(logs: &[&Path]) -> BTreeSet<String> {
     let out = Command::new("python3")
         .arg(root().join("tests/py/conformance.py"))
         .args(["--self-test", "--json"])

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::error::{Context, VcError};
+use super::host_routes::HostClients;
 use super::soap::{self, Request};
 use super::versions::{self, Choice, FALLBACK_VERSION, Negotiation, VersionSource};
 use super::xml::Element;
@@ -101,7 +102,7 @@ pub struct Transport {
     insecure: bool,
     /// Clients for /guestFile transfers to ESXi hosts named by vCenter, pinned to each
     /// host's certificate thumbprint.
-    hosts: super::transfer::HostClients,
+    hosts: HostClients,
 }
 
 impl Transport {
@@ -153,7 +154,7 @@ impl Transport {
             sdk,
             soap_action: soap::soap_action(FALLBACK_VERSION),
             insecure: opts.insecure,
-            hosts: super::transfer::HostClients::default(),
+            hosts: HostClients::default(),
         })
     }
 
@@ -224,7 +225,7 @@ impl Transport {
     }
 
     /// The pinned clients for ESXi hosts.
-    pub fn host_clients(&self) -> &super::transfer::HostClients {
+    pub fn host_clients(&self) -> &HostClients {
         &self.hosts
     }
 

@@ -13,68 +13,12 @@
 
 use serde::Serialize;
 
+use super::client::Transport;
+use super::collector::{parse_retrieve, retrieve_request};
 use super::error::{Context, VcError};
-use super::inventory::{parse_retrieve, retrieve_request};
-use super::session::ServiceContent;
-use super::soap::MoRef;
+use super::service::{About, HOST_AGENT, ServiceContent};
 use super::versions::{MIN_VERSION, Negotiation, older_than_min};
 use super::xml::Element;
-
-/// `apiType` of a vCenter.
-pub const VIRTUAL_CENTER: &str = "VirtualCenter";
-/// `apiType` of an ESXi host.
-pub const HOST_AGENT: &str = "HostAgent";
-
-/// The server's `ServiceContent.about` (AboutInfo), the fields worth reporting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct About {
-    /// Product name, e.g. `VMware vCenter Server`.
-    pub name: String,
-    /// Product name with version and build.
-    pub full_name: String,
-    /// Product version, e.g. `8.0.3`.
-    pub version: String,
-    /// Build number.
-    pub build: String,
-    /// `VirtualCenter` or `HostAgent`.
-    pub api_type: String,
-    /// The newest API version the server implements, as it says.
-    pub api_version: String,
-}
-
-impl About {
-    /// Read an `<about>` element; missing fields are empty.
-    pub fn from_element(about: Option<&Element>) -> Self {
-        let text = |name: &str| {
-            about
-                .and_then(|a| a.child_text(name))
-                .map(|t| t.trim().to_string())
-                .unwrap_or_default()
-        };
-        Self {
-            name: text("name"),
-            full_name: text("fullName"),
-            version: text("version"),
-            build: text("build"),
-            api_type: text("apiType"),
-            api_version: text("apiVersion"),
-        }
-    }
-
-    /// The server as a message names it: `VMware vCenter Server 8.0.3 build-24022515 (API 8.0.2.0)`.
-    pub fn describe(&self) -> String {
-        let product = if self.full_name.is_empty() {
-            "a server that does not say what it is".to_string()
-        } else {
-            self.full_name.clone()
-        };
-        if self.api_version.is_empty() {
-            product
-        } else {
-            format!("{product} (API {})", self.api_version)
-        }
-    }
-}
 
 /// The report's `vcenter` section: the server and the version spoken with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,10 +91,7 @@ pub fn parse_licenses(reply: &Element) -> Vec<(String, String)> {
 /// Needs a logged-in transport; vCenters are not asked (their licenses do not restrict the
 /// API). A host whose licenses cannot be read is let through: RestrictedVersion faults are
 /// still turned into a clear message.
-pub async fn check_license(
-    transport: &super::client::Transport,
-    sc: &ServiceContent,
-) -> Result<(), VcError> {
+pub async fn check_license(transport: &Transport, sc: &ServiceContent) -> Result<(), VcError> {
     if sc.about.api_type != HOST_AGENT {
         return Ok(());
     }
@@ -183,9 +124,4 @@ pub async fn check_license(
         )),
         None => Ok(()),
     }
-}
-
-/// The reference of the LicenseManager, if the ServiceContent has one.
-pub fn license_manager(rv: &Element) -> Option<MoRef> {
-    rv.child("licenseManager").and_then(MoRef::from_element)
 }

@@ -1,7 +1,7 @@
 //! The client's error type: one variant per fault or failure a caller branches on,
 //! each message saying what to do.
 
-use super::soap::{DecodeError, Fault};
+use super::soap::{DecodeError, Fault, colon};
 
 /// Everything that can go wrong talking to vCenter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -228,16 +228,6 @@ pub enum VcError {
         /// HTTP status or transport error.
         reason: String,
     },
-}
-
-/// `": detail"`, or nothing when the server gave no detail: a message never ends in `": "`.
-pub fn colon(detail: &str) -> String {
-    let d = detail.trim();
-    if d.is_empty() {
-        String::new()
-    } else {
-        format!(": {d}")
-    }
 }
 
 /// `" (detail)"`, or nothing when the server gave no detail.

@@ -6,11 +6,12 @@
 
 use reqwest::Url;
 
+use super::collector::parse_retrieve;
 use super::compat;
 use super::error::{Context, VcError};
 use super::guest_ops;
 use super::inventory::{self, GuestManagers};
-use super::session::parse_service_content;
+use super::service::parse_service_content;
 use super::soap::{self, MoRef, returnval};
 use super::transfer::{self, transfer_url};
 use super::versions;
@@ -67,7 +68,7 @@ pub fn decode_all(body: &[u8]) -> bool {
     ));
     keep(returnval(&reply).ok().and_then(MoRef::from_element));
 
-    let (objects, token) = inventory::parse_retrieve(&reply);
+    let (objects, token) = parse_retrieve(&reply);
     keep(token);
     let mut names: Vec<String> = objects
         .iter()

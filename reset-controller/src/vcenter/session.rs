@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{ConnectOptions, Transport};
-use super::compat::{self, About, ServerReport, license_manager};
+use super::compat::{self, ServerReport};
 use super::error::{Context, VcError};
-use super::soap::{MoRef, Request, returnval};
+use super::service::{ServiceContent, parse_service_content};
+use super::soap::{MoRef, Request};
 use super::versions::Negotiation;
 use super::xml::Element;
 use crate::secret::Secret;
@@ -66,49 +67,6 @@ struct Relogin {
     /// Serialises re-logins: concurrent VM tasks that all see NotAuthenticated log in
     /// once. Holds the number of logins so far.
     logins: tokio::sync::Mutex<u64>,
-}
-
-/// The parts of the ServiceContent this client uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceContent {
-    /// The inventory root folder.
-    pub root_folder: MoRef,
-    /// The PropertyCollector.
-    pub property_collector: MoRef,
-    /// The ViewManager (absent on very old servers).
-    pub view_manager: Option<MoRef>,
-    /// The SessionManager.
-    pub session_manager: MoRef,
-    /// The GuestOperationsManager (absent when guest operations are not supported).
-    pub guest_operations_manager: Option<MoRef>,
-    /// The LicenseManager (read on standalone ESXi hosts).
-    pub license_manager: Option<MoRef>,
-    /// `about`: what the server says it is.
-    pub about: About,
-    /// `about.apiVersion` (also in [`ServiceContent::about`]).
-    pub api_version: String,
-}
-
-/// Decode a RetrieveServiceContent reply.
-pub fn parse_service_content(reply: &Element) -> Result<ServiceContent, String> {
-    let rv = returnval(reply).map_err(|e| e.to_string())?;
-    let need = |name: &str| {
-        rv.child(name)
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| format!("ServiceContent has no {name}"))
-    };
-    let opt = |name: &str| rv.child(name).and_then(MoRef::from_element);
-    let about = About::from_element(rv.child("about"));
-    Ok(ServiceContent {
-        root_folder: need("rootFolder")?,
-        property_collector: need("propertyCollector")?,
-        view_manager: opt("viewManager"),
-        session_manager: need("sessionManager")?,
-        guest_operations_manager: opt("guestOperationsManager"),
-        license_manager: license_manager(rv),
-        about: about.clone(),
-        api_version: about.api_version,
-    })
 }
 
 /// Encode a Login request. The password is only ever in this request body.

@@ -123,11 +123,22 @@ impl Fault {
     }
 }
 
+/// `": detail"`, or nothing when the server gave no detail: a message never ends in `": "`.
+/// The client's errors ([`super::error`], which imports this module) word details with it too.
+pub fn colon(detail: &str) -> String {
+    let d = detail.trim();
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}
+
 /// Why a reply could not be turned into a result.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The server answered with a SOAP fault.
-    #[error("SOAP fault {}{}", .0.kind, super::error::colon(&.0.message))]
+    #[error("SOAP fault {}{}", .0.kind, colon(&.0.message))]
     Fault(Box<Fault>),
     /// The reply is not XML.
     #[error(transparent)]

@@ -9,17 +9,16 @@
 //! GOVC_INSECURE=false, trust the host by the thumbprint vCenter records for it
 //! (`summary.config.sslThumbprint`). What was learnt about a host is kept for the session.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Url;
 
-use super::compat::VIRTUAL_CENTER;
+use super::collector::{parse_retrieve, retrieve_request};
 use super::error::{Context, VcError};
-use super::inventory::{parse_retrieve, retrieve_request};
+use super::host_routes::Route;
 use super::pinned::{Mismatch, Thumbprint, pinned_client};
+use super::service::VIRTUAL_CENTER;
 use super::session::Session;
 use super::soap::MoRef;
 use super::xml::Element;
@@ -134,36 +133,6 @@ pub struct Target {
     pub client: reqwest::Client,
     /// Set when a pinned client refused a certificate.
     pub mismatch: Option<Mismatch>,
-}
-
-/// What was learnt about one host named in transfer URLs.
-#[derive(Debug, Clone)]
-struct Route {
-    /// The management IP to use instead of the name, if the host has exactly one.
-    ip: Option<IpAddr>,
-    /// A client pinned to the host's thumbprint, if one is used.
-    pinned: Option<(reqwest::Client, Mismatch)>,
-}
-
-/// Routes to ESXi hosts by the `host:port` vCenter names, kept for the session.
-#[derive(Debug, Clone, Default)]
-pub struct HostClients(Arc<Mutex<HashMap<String, Route>>>);
-
-impl HostClients {
-    fn get(&self, key: &str) -> Option<Route> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-    }
-
-    fn put(&self, key: String, route: Route) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, route);
-    }
 }
 
 /// Where the transfer URL `raw`, returned by `method` for `vm`, goes and whom it trusts.

@@ -1,7 +1,8 @@
 //! Version negotiation, server checks and ESXi host facts, against documents VMware servers
 //! sent (fixtures/pyvmomi, recorded by pyvmomi's test cassettes; see its README).
 
-use super::super::compat::{self, About};
+use super::super::compat;
+use super::super::service::About;
 use super::super::transfer::{management_ips, parse_host};
 use super::super::versions::{self, Choice, ServiceVersions};
 use super::super::xml;

@@ -7,10 +7,12 @@ mod regressions;
 mod replies;
 mod requests;
 
+use super::collector::{self, parse_retrieve};
 use super::error::{Context, VcError};
 use super::guest_ops::{self as ops, GuestAuth, ProgramSpec};
-use super::inventory::{self, parse_retrieve};
-use super::session::{login_request, parse_service_content};
+use super::inventory;
+use super::service::parse_service_content;
+use super::session::login_request;
 use super::soap::{DecodeError, MoRef, Request, decode_reply};
 use crate::secret::Secret;
 

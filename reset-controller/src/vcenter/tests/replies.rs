@@ -38,7 +38,7 @@ fn service_content_and_login() {
 
 #[test]
 fn container_view_and_retrieve_properties() {
-    let req = inventory::create_container_view_request(
+    let req = collector::create_container_view_request(
         &MoRef::new("ViewManager", "ViewManager"),
         &MoRef::new("Folder", "group-d1"),
         "VirtualMachine",
@@ -48,7 +48,7 @@ fn container_view_and_retrieve_properties() {
         r#"<CreateContainerView xmlns="urn:vim25"><_this type="ViewManager">ViewManager</_this><container type="Folder">group-d1</container><type>VirtualMachine</type><recursive>true</recursive></CreateContainerView>"#
     );
     let view = MoRef::new("ContainerView", "session[52e1a4b7]52a1");
-    let req = inventory::retrieve_request(
+    let req = collector::retrieve_request(
         &MoRef::new("PropertyCollector", "propertyCollector"),
         &view,
         "VirtualMachine",
