@@ -65,10 +65,15 @@ struct Totals {
     /// Response bytes received by requests that ended in a reset (should stay 0).
     bytes_before_reset: AtomicU64,
     reset_after_us: Mutex<Vec<u64>>,
+    /// First request byte -> whole answer, of the answered requests (bounded sample).
+    ok_after_us: Mutex<Vec<u64>>,
 }
 
+/// The most latency samples kept per outcome.
+const MAX_SAMPLES: usize = 1_000_000;
+
 enum Outcome {
-    Ok,
+    Ok { after: Duration },
     Reset { after: Duration, bytes: u64 },
     Closed,
     Other,
@@ -127,7 +132,9 @@ async fn request(s: &mut TcpStream, host: &str, path: &str, timeout: Duration) -
         Ok(Some(text.starts_with("http/1.1 200")))
     };
     match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(Some(true))) => Outcome::Ok,
+        Ok(Ok(Some(true))) => Outcome::Ok {
+            after: start.elapsed(),
+        },
         Ok(Ok(None)) => Outcome::Closed,
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => Outcome::Reset {
             after: start.elapsed(),
@@ -163,7 +170,12 @@ async fn main() -> anyhow::Result<()> {
     let mut pool = Vec::new();
     for _ in 0..args.connections.max(1) {
         let mut s = connect(addr).await?;
-        if args.warmup && !matches!(request(&mut s, &host, &path, timeout).await, Outcome::Ok) {
+        if args.warmup
+            && !matches!(
+                request(&mut s, &host, &path, timeout).await,
+                Outcome::Ok { .. }
+            )
+        {
             anyhow::bail!("a warm-up request failed");
         }
         pool.push(s);
@@ -235,8 +247,13 @@ async fn main() -> anyhow::Result<()> {
                 };
                 totals.requests.fetch_add(1, Relaxed);
                 match request(&mut s, &host, &p, timeout).await {
-                    Outcome::Ok => {
+                    Outcome::Ok { after } => {
                         totals.ok.fetch_add(1, Relaxed);
+                        let mut v = totals.ok_after_us.lock().unwrap_or_else(|e| e.into_inner());
+                        if v.len() < MAX_SAMPLES {
+                            v.push(after.as_micros() as u64);
+                        }
+                        drop(v);
                         conn = Some(s);
                     }
                     Outcome::Reset { after, bytes } => {
@@ -272,6 +289,11 @@ async fn main() -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let mut oa = totals
+        .ok_after_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let requests = totals.requests.load(Relaxed);
     let ok = totals.ok.load(Relaxed);
     println!(
@@ -287,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
             "bytes_before_reset": totals.bytes_before_reset.load(Relaxed),
             "success_percent": if requests > 0 { 100.0 * ok as f64 / requests as f64 } else { 0.0 },
             "reset_after_ms": {"p50": pct(&mut ra, 0.5), "p99": pct(&mut ra, 0.99), "max": pct(&mut ra, 1.0)},
+            "ok_ms": {"p50": pct(&mut oa, 0.5), "p99": pct(&mut oa, 0.99), "max": pct(&mut oa, 1.0)},
             "elapsed_s": started.elapsed().as_secs_f64(),
         })
     );

@@ -216,6 +216,22 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
     } else {
         skipped.push("open-loop latency: no direct maximum was measured".into());
     }
+    let mut keepalive: Vec<Setup> = [("kernel", 0.0), ("kernel", 50.0), ("userspace", 0.0)]
+        .into_iter()
+        .map(|(mode, toxicity)| Setup::Agent {
+            mode,
+            unit: "request",
+            toxicity,
+        })
+        .collect();
+    if haproxy_ok {
+        keepalive.push(Setup::Haproxy);
+    }
+    rep.keepalive = keep(
+        throughput::keepalive_open_loop(&mut b, &keepalive),
+        "keep-alive latency",
+        &mut skipped,
+    );
     let mut delay_setups: Vec<Setup> = ["kernel", "userspace"]
         .into_iter()
         .map(|mode| Setup::Agent {

@@ -11,7 +11,7 @@ use super::{
     precision::{PrecisionRow, REQUEST_PRECISION_N, RateRow, RequestPrecisionRow},
     setup::{Lifecycle, median},
     stats::{Goal, Paired},
-    throughput::{OpenLoopRow, ThroughputRow},
+    throughput::{KeepaliveRow, OpenLoopRow, ThroughputRow},
 };
 
 #[derive(Serialize)]
@@ -29,6 +29,7 @@ pub struct Report {
     pub parameters: serde_json::Value,
     pub throughput: Vec<ThroughputRow>,
     pub open_loop: Vec<OpenLoopRow>,
+    pub keepalive: Vec<KeepaliveRow>,
     pub reset_delay: Vec<DelayRow>,
     pub precision: Vec<PrecisionRow>,
     pub request_precision: Vec<RequestPrecisionRow>,
@@ -66,6 +67,7 @@ impl Report {
             }),
             throughput: Vec::new(),
             open_loop: Vec::new(),
+            keepalive: Vec::new(),
             reset_delay: Vec::new(),
             precision: Vec::new(),
             request_precision: Vec::new(),
@@ -175,7 +177,7 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             s,
             "## Unselected latency at a fixed rate (open loop)\n\n\
-             {rate:.0} new connections/s (half of direct's closed-loop maximum), one GET each, {} interleaved pairs \
+             {rate:.0} new connections/s (a quarter of direct's closed-loop maximum), one GET each, {} interleaved pairs \
              of {} s runs. The p99 latency (connect -> complete response) of the answered, i.e. unselected, requests \
              against direct's p99 in the same pair.\n\n\
              | setup | p99 ratio to direct | p99 ms (direct) | p50 ms (direct) | answered | reset | other |\n|---|---|---|---|---|---|---|",
@@ -194,6 +196,41 @@ pub fn markdown(r: &Report) -> String {
                 o.answered,
                 o.resets,
                 o.failed_other
+            );
+        }
+        s.push('\n');
+    }
+
+    if let Some(k) = r.keepalive.first() {
+        let _ = writeln!(
+            s,
+            "## Unselected requests on persistent connections at a steady pace (request unit)\n\n\
+             The pooled keep-alive caller: {} persistent connections, each sending a request every {} ms after the \
+             previous answer (about {} requests/s), reopened only after a reset; {} interleaved pairs of {} s runs, \
+             RESET_TIMEOUT 1 ms. The p99 latency (first request byte -> whole answer) of the answered requests \
+             against direct's in the same pair. At TOXICITY 50 every other request is reset in place and its \
+             connection reopened; the answered ones pass the kernel programs only. HAProxy relays every byte of \
+             every request.\n\n\
+             | setup | p99 ratio to direct | p99 ms (direct) | p50 ms (direct) | answered | reset | other |\n|---|---|---|---|---|---|---|",
+            k.connections,
+            k.interval_ms,
+            k.connections * 1000 / k.interval_ms.max(1),
+            r.parameters["pairs"],
+            r.parameters["open_loop_seconds"]
+        );
+        for o in &r.keepalive {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} |",
+                o.label,
+                paired_cell(&o.p99_ratio),
+                f(o.p99_ms.median, 3),
+                f(o.direct_p99_ms.median, 3),
+                f(o.p50_ms.median, 3),
+                f(o.direct_p50_ms.median, 3),
+                o.answered,
+                o.resets,
+                o.other
             );
         }
         s.push('\n');

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::{
     load::{self, Kind, Plan},
+    pooled,
     setup::{Bench, Median, Setup, median},
     stats::{self, Goal, Paired, Rng},
     wrk::{self, Wrk},
@@ -226,6 +227,104 @@ pub fn open_loop(b: &mut Bench, setups: &[Setup], rate: f64) -> anyhow::Result<V
             answered: fault.iter().map(|o| o.ok).sum(),
             resets: fault.iter().map(|o| o.resets).sum(),
             failed_other: fault.iter().map(|o| o.other + o.connect_failed).sum(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Persistent connections of the keep-alive open loop, and each one's pause between requests:
+/// about 16 x 1000 / 4 = 4000 requests/s, a small share of direct's keep-alive maximum.
+const KEEPALIVE_CONNS: u32 = 16;
+const KEEPALIVE_INTERVAL_MS: u32 = 4;
+
+#[derive(Serialize)]
+pub struct KeepaliveRow {
+    pub setup: Setup,
+    pub label: String,
+    pub connections: u32,
+    pub interval_ms: u32,
+    /// Per-pair p99(setup, answered requests) / p99(direct).
+    pub p99_ratio: Paired,
+    pub p99_ms: Median,
+    pub direct_p99_ms: Median,
+    pub p50_ms: Median,
+    pub direct_p50_ms: Median,
+    /// Answered (unselected) and reset (selected) requests of the setup's runs.
+    pub answered: u64,
+    pub resets: u64,
+    pub other: u64,
+}
+
+/// Unselected requests on persistent connections at a steady pace (the pooled caller): their
+/// latency with the fault in place against direct's, in interleaved pairs. In the request unit
+/// at TOXICITY 50 every other request is reset and its connection reopened; the answered ones
+/// should not notice.
+pub fn keepalive_open_loop(b: &mut Bench, setups: &[Setup]) -> anyhow::Result<Vec<KeepaliveRow>> {
+    let mut rng = Rng::new(0x6b65_6570);
+    let run = |b: &Bench, port: u16| {
+        pooled::run(
+            b,
+            &format!("http://198.18.0.2:{port}/"),
+            &[
+                "--connections".into(),
+                KEEPALIVE_CONNS.to_string(),
+                "--interval-ms".into(),
+                KEEPALIVE_INTERVAL_MS.to_string(),
+                "--requests".into(),
+                "10000000".into(),
+                "--duration-s".into(),
+                b.p.open_loop_secs.to_string(),
+                "--timeout-ms".into(),
+                "5000".into(),
+            ],
+        )
+    };
+    let ms = |v: &serde_json::Value, k: &str| v["ok_ms"][k].as_f64().unwrap_or(f64::NAN);
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut rows = Vec::new();
+    for s in setups {
+        eprintln!(
+            "bench: keep-alive at ~{}/s: {} ({} pairs)",
+            KEEPALIVE_CONNS * 1000 / KEEPALIVE_INTERVAL_MS,
+            s.label(),
+            b.p.pairs
+        );
+        let (mut direct, mut fault) = (Vec::new(), Vec::new());
+        for _ in 0..b.p.pairs {
+            let fault_first = rng.coin();
+            if !fault_first {
+                direct.push(run(b, 80)?);
+            }
+            let running = b.start(s, 1)?;
+            let got = run(b, s.port());
+            b.stop(running, s)?;
+            fault.push(got?);
+            if fault_first {
+                direct.push(run(b, 80)?);
+            }
+        }
+        let ratios = fault
+            .iter()
+            .zip(&direct)
+            .map(|(f, d)| ms(f, "p99") / ms(d, "p99"))
+            .collect();
+        let goal = matches!(s, Setup::Agent { mode: "kernel", .. }).then_some(Goal::AtMost(1.1));
+        rows.push(KeepaliveRow {
+            setup: s.clone(),
+            label: s.label(),
+            connections: KEEPALIVE_CONNS,
+            interval_ms: KEEPALIVE_INTERVAL_MS,
+            p99_ratio: stats::paired(ratios, goal, &mut rng),
+            p99_ms: median(fault.iter().map(|o| ms(o, "p99")).collect()),
+            direct_p99_ms: median(direct.iter().map(|o| ms(o, "p99")).collect()),
+            p50_ms: median(fault.iter().map(|o| ms(o, "p50")).collect()),
+            direct_p50_ms: median(direct.iter().map(|o| ms(o, "p50")).collect()),
+            answered: fault.iter().map(|o| n(o, "succeeded")).sum(),
+            resets: fault.iter().map(|o| n(o, "resets")).sum(),
+            other: fault
+                .iter()
+                .map(|o| n(o, "other_errors") + n(o, "closed"))
+                .sum(),
         });
     }
     Ok(rows)
