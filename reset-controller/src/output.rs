@@ -59,6 +59,10 @@ fn probe_line(p: &ProbeReport) -> String {
     )
 }
 
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// `prometheus probe Q > 0 during the window (URL): FAIL (8 evaluations: 5 held, 3 did not, 0
 /// errors; last value 0; first not held: 0 at +2.1 s)`; an error adds its message.
 fn prom_line(p: &PromProbeReport) -> String {
@@ -72,8 +76,13 @@ fn prom_line(p: &PromProbeReport) -> String {
         PromMode::End => "at the end of the window",
     };
     let mut detail = format!(
-        "{} evaluations: {} held, {} did not, {} errors",
-        p.evaluations, p.held, p.not_held, p.errors
+        "{} evaluation{}: {} held, {} did not, {} error{}",
+        p.evaluations,
+        plural(p.evaluations),
+        p.held,
+        p.not_held,
+        p.errors,
+        plural(p.errors)
     );
     if let Some(v) = p.last_value {
         detail.push_str(&format!("; last value {v}"));
@@ -255,7 +264,7 @@ mod tests {
         t.record(Duration::ZERO, &Err(gone), s.comparator, s.value);
         let line = prom_line(&t.report(&s, ""));
         assert!(
-            line.contains(": ERROR (1 evaluations: 0 held, 0 did not, 1 errors; Prometheus at http://198.18.0.1:9090 is unreachable: connection refused"),
+            line.contains(": ERROR (1 evaluation: 0 held, 0 did not, 1 error; Prometheus at http://198.18.0.1:9090 is unreachable: connection refused"),
             "{line}"
         );
     }

@@ -281,7 +281,7 @@ fn every_evaluation_that_gives_no_value_is_an_error_that_says_why() {
             .find(|l| l.starts_with("prometheus probe "))
             .unwrap_or_else(|| panic!("no probe line in the table:\n{}", out.stdout));
         assert!(
-            line.contains(": ERROR (1 evaluations: 0 held, 0 did not, 1 errors; ")
+            line.contains(": ERROR (1 evaluation: 0 held, 0 did not, 1 error; ")
                 && line.contains(message),
             "{line}"
         );

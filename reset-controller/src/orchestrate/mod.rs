@@ -387,13 +387,12 @@ pub async fn run(
 /// The progress line of the Prometheus probe's outcome.
 fn prom_line(p: &PromProbeReport) -> String {
     let mut line = format!(
-        "prometheus probe {} {} {}: {} evaluations, {} held, {} did not, {} errors: verdict {}",
+        "prometheus probe {} {} {}: held at {} of {} evaluation(s), {} without a value: verdict {}",
         p.query,
         p.comparator,
         p.value,
-        p.evaluations,
         p.held,
-        p.not_held,
+        p.evaluations,
         p.errors,
         p.verdict.as_str()
     );
