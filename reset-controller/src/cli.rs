@@ -8,8 +8,9 @@
 //! Exit codes of `run`: 0 every VM ok (and the probe, if any, passed); 1 a VM
 //! failed, or the controller could not start (agent binary unreadable,
 //! METRICS_LISTEN not bindable); 2 usage error (a flag or variable is malformed or
-//! out of range); 3 every VM ok but the probe's verdict is fail; 130 aborted by
-//! SIGINT/SIGTERM. When several apply, the first of 130, 1, 3 wins.
+//! out of range); 3 every VM ok but a probe's verdict is fail; 4 every VM ok, no probe failed,
+//! but a probe's verdict is error (the Prometheus probe could not be evaluated); 130 aborted by
+//! SIGINT/SIGTERM. When several apply, the first of 130, 1, 3, 4 wins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use reset_common::settings;
 use reset_controller::config::{
-    MetricsSettings, ProbeInputs, RawSettings, RunInputs, Sequence, TargetInputs, VcenterInputs,
+    MetricsSettings, ProbeInputs, PromMode, PromProbeInputs, RawSettings, RunInputs, Sequence,
+    TargetInputs, VcenterInputs,
 };
 
 /// Inject HTTP "connection reset by peer" faults into vSphere VMs through VMware
@@ -48,6 +50,8 @@ pub enum Output {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of a variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the fault on the VMs.
@@ -80,6 +84,11 @@ pub struct VcArgs {
     /// login, e.g. while it restarts; 0 disables retries.
     #[arg(long, env = "VC_RECONNECT_TIMEOUT", default_value_t = 300)]
     pub vc_reconnect_timeout: u64,
+    /// The most requests to vCenter (SOAP calls and guest file transfers) in flight at once,
+    /// over all VMs, 1-64: one session serves every VM, and a shared vCenter is not flooded
+    /// when a run covers many.
+    #[arg(long, env = "VC_CONCURRENCY", default_value_t = 8)]
+    pub vc_concurrency: u64,
 }
 
 /// Target VMs and guest login.
@@ -173,6 +182,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
     #[command(flatten)]
+    pub prom_probe: PromProbeArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
 }
 
@@ -197,6 +208,48 @@ pub struct ProbeArgs {
     pub probe_max_error_percent: f64,
 }
 
+/// `--prom-probe-mode`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PromModeArg {
+    /// When the window opens and every PROM_PROBE_INTERVAL until it closes; every
+    /// evaluation must hold.
+    Continuous,
+    /// Once, when the window has closed.
+    End,
+}
+
+/// The Prometheus probe with a verdict (`run` only). Its four settings URL, query,
+/// comparator and value go together.
+#[derive(Debug, Args)]
+pub struct PromProbeArgs {
+    /// Prometheus' base URL (http:// or https://, e.g. http://prometheus.monitoring:9090):
+    /// the probe evaluates PROM_PROBE_QUERY there (/api/v1/query) and holds its value to
+    /// PROM_PROBE_COMPARATOR PROM_PROBE_VALUE; the verdict is fail (exit code 3 when every VM
+    /// is fine) when it does not hold, error (exit code 4) when it cannot be evaluated.
+    #[arg(long, env = "PROM_PROBE_URL")]
+    pub prom_probe_url: Option<String>,
+    /// PromQL query whose result is one value (one series or a scalar), e.g.
+    /// sum(increase(app_retries_total[30s])).
+    #[arg(long, env = "PROM_PROBE_QUERY")]
+    pub prom_probe_query: Option<String>,
+    /// How the value must compare to PROM_PROBE_VALUE: >, >=, <, <=, ==, != (or gt, ge, lt,
+    /// le, eq, ne).
+    #[arg(long, env = "PROM_PROBE_COMPARATOR")]
+    pub prom_probe_comparator: Option<String>,
+    /// The number the query's value is compared to.
+    #[arg(long, env = "PROM_PROBE_VALUE", allow_hyphen_values = true)]
+    pub prom_probe_value: Option<f64>,
+    /// When the query is evaluated.
+    #[arg(long, env = "PROM_PROBE_MODE", value_enum, default_value_t = PromModeArg::Continuous)]
+    pub prom_probe_mode: PromModeArg,
+    /// Milliseconds between evaluations in continuous mode.
+    #[arg(long, env = "PROM_PROBE_INTERVAL", default_value_t = 5000)]
+    pub prom_probe_interval: u64,
+    /// Milliseconds one query may take before the evaluation is an error.
+    #[arg(long, env = "PROM_PROBE_TIMEOUT", default_value_t = 5000)]
+    pub prom_probe_timeout: u64,
+}
+
 /// The Prometheus endpoint (`run` only).
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
@@ -208,6 +261,10 @@ pub struct MetricsArgs {
     /// so a scraper can read the final values; ignored without --metrics-listen.
     #[arg(long, env = "METRICS_LINGER", default_value_t = 0)]
     pub metrics_linger: u64,
+    /// Have each agent serve its Prometheus metrics at http://ADDR/metrics inside its guest
+    /// during its window (`reset-agent run --metrics-listen`), e.g. 0.0.0.0:9464.
+    #[arg(long, env = "AGENT_METRICS_LISTEN")]
+    pub agent_metrics_listen: Option<SocketAddr>,
 }
 
 /// `preflight`.
@@ -243,6 +300,7 @@ impl VcArgs {
             insecure: self.govc_insecure,
             ca_certs: self.govc_tls_ca_certs.clone(),
             reconnect_timeout_s: self.vc_reconnect_timeout,
+            concurrency: self.vc_concurrency,
         }
     }
 }
@@ -300,11 +358,36 @@ impl RunArgs {
                 timeout_ms: self.probe.probe_timeout,
                 max_error_percent: self.probe.probe_max_error_percent,
             }),
+            prom_probe: self.prom_probe.inputs(),
             metrics: self.metrics.metrics_listen.map(|listen| MetricsSettings {
                 listen,
                 linger: std::time::Duration::from_secs(self.metrics.metrics_linger),
             }),
+            agent_metrics: self.metrics.agent_metrics_listen,
         }
+    }
+}
+
+impl PromProbeArgs {
+    /// The Prometheus probe as given, when any of its four settings is (the library names a
+    /// missing one).
+    pub fn inputs(&self) -> Option<PromProbeInputs> {
+        let given = self.prom_probe_url.is_some()
+            || self.prom_probe_query.is_some()
+            || self.prom_probe_comparator.is_some()
+            || self.prom_probe_value.is_some();
+        given.then(|| PromProbeInputs {
+            url: self.prom_probe_url.clone(),
+            query: self.prom_probe_query.clone(),
+            comparator: self.prom_probe_comparator.clone(),
+            value: self.prom_probe_value,
+            mode: match self.prom_probe_mode {
+                PromModeArg::Continuous => PromMode::Continuous,
+                PromModeArg::End => PromMode::End,
+            },
+            interval_ms: self.prom_probe_interval,
+            timeout_ms: self.prom_probe_timeout,
+        })
     }
 }
 

@@ -22,10 +22,13 @@ use reset_controller::report::{RunReport, VmStatus};
 
 /// Exit code after an abort by SIGINT/SIGTERM.
 const EXIT_ABORTED: u8 = 130;
-/// Exit code when every VM is fine but the probe's verdict is fail.
+/// Exit code when every VM is fine but a probe's verdict is fail.
 const EXIT_PROBE_FAILED: u8 = 3;
+/// Exit code when every VM is fine, no probe failed, but a probe could not be evaluated.
+const EXIT_PROBE_ERROR: u8 = 4;
 
-/// `run`'s exit code: 130 aborted, 1 a VM failed, 3 probe verdict fail, else 0.
+/// `run`'s exit code: 130 aborted, 1 a VM failed, 3 a probe's verdict is fail, 4 a probe's
+/// verdict is error, else 0.
 fn run_exit_code(report: &RunReport) -> ExitCode {
     if report.aborted {
         ExitCode::from(EXIT_ABORTED)
@@ -33,6 +36,8 @@ fn run_exit_code(report: &RunReport) -> ExitCode {
         ExitCode::FAILURE
     } else if report.probe_failed() {
         ExitCode::from(EXIT_PROBE_FAILED)
+    } else if report.probe_error() {
+        ExitCode::from(EXIT_PROBE_ERROR)
     } else {
         ExitCode::SUCCESS
     }

@@ -1,5 +1,7 @@
-//! The final table on stdout: one row per VM.
+//! The final table on stdout: one row per VM, then a line per probe.
 
+use crate::config::PromMode;
+use crate::probe::prom::verdict::PromProbeReport;
 use crate::probe::verdict::{ProbeReport, Verdict};
 use crate::report::{RunReport, VmReport};
 
@@ -39,6 +41,7 @@ fn probe_line(p: &ProbeReport) -> String {
     let (word, cmp) = match p.verdict {
         Verdict::Pass => ("PASS", "<="),
         Verdict::Fail => ("FAIL", ">"),
+        Verdict::Error => ("ERROR", "?"),
     };
     let errors = p.error_percent.map_or_else(
         || "no attempt made".to_string(),
@@ -56,7 +59,51 @@ fn probe_line(p: &ProbeReport) -> String {
     )
 }
 
-/// Render the table, one line per failed VM with its error, then the probe line.
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `prometheus probe Q > 0 during the window (URL): FAIL (8 evaluations: 5 held, 3 did not, 0
+/// errors; last value 0; first not held: 0 at +2.1 s)`; an error adds its message.
+fn prom_line(p: &PromProbeReport) -> String {
+    let word = match p.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Error => "ERROR",
+    };
+    let when = match p.mode {
+        PromMode::Continuous => "during the window",
+        PromMode::End => "at the end of the window",
+    };
+    let mut detail = format!(
+        "{} evaluation{}: {} held, {} did not, {} error{}",
+        p.evaluations,
+        plural(p.evaluations),
+        p.held,
+        p.not_held,
+        p.errors,
+        plural(p.errors)
+    );
+    if let Some(v) = p.last_value {
+        detail.push_str(&format!("; last value {v}"));
+    }
+    if let Some(s) = &p.first_not_held {
+        detail.push_str(&format!(
+            "; first not held: {} at +{:.1} s",
+            s.value,
+            s.at_ms as f64 / 1000.0
+        ));
+    }
+    if let Some(e) = &p.error {
+        detail.push_str(&format!("; {}", e.message));
+    }
+    format!(
+        "prometheus probe {} {} {} {when} ({}): {word} ({detail})\n",
+        p.query, p.comparator, p.value, p.url
+    )
+}
+
+/// Render the table, one line per failed VM with its error, then the probes' lines.
 pub fn table(r: &RunReport) -> String {
     const HEAD: [&str; 8] = [
         "VM",
@@ -98,6 +145,9 @@ pub fn table(r: &RunReport) -> String {
     }
     if let Some(p) = &r.probe {
         out.push_str(&probe_line(p));
+    }
+    if let Some(p) = &r.prom_probe {
+        out.push_str(&prom_line(p));
     }
     out
 }
@@ -145,6 +195,7 @@ mod tests {
             ramp_time_s: 0,
             chaos_interval_s: 10,
             vcenter: None,
+            prom_probe: None,
             vms: vec![ok, bad],
             probe: Some(ProbeReport {
                 url: "http://198.18.0.2/health".into(),
@@ -178,5 +229,43 @@ mod tests {
             "probe http://198.18.0.2/health: FAIL (20 attempts: 0 ok, 19 resets, 1 other errors; 100.0% errors > max 5%; latency p50 2001.4 ms p99 5000.0 ms)"
         );
         assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn prometheus_lines_say_what_was_held_and_why_not() {
+        use crate::config::{PromProbeInputs, PromProbeSettings};
+        use crate::probe::prom::verdict::{EvalError, PromTally};
+        use std::time::Duration;
+        let s = PromProbeSettings::resolve(&PromProbeInputs {
+            url: Some("http://198.18.0.1:9090/".into()),
+            query: Some("sum(increase(retries_total[30s]))".into()),
+            comparator: Some("gt".into()),
+            value: Some(0.0),
+            mode: PromMode::Continuous,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+        })
+        .unwrap();
+        let mut t = PromTally::default();
+        for (ms, v) in [(0, 2.0), (1000, 0.0), (2000, 5.0)] {
+            t.record(Duration::from_millis(ms), &Ok(v), s.comparator, s.value);
+        }
+        assert_eq!(
+            prom_line(&t.report(&s, "")),
+            "prometheus probe sum(increase(retries_total[30s])) > 0 during the window \
+             (http://198.18.0.1:9090): FAIL (3 evaluations: 2 held, 1 did not, 0 errors; last \
+             value 5; first not held: 0 at +1.0 s)\n"
+        );
+        let mut t = PromTally::default();
+        let gone = EvalError::Unreachable {
+            url: s.base.clone(),
+            reason: "connection refused".into(),
+        };
+        t.record(Duration::ZERO, &Err(gone), s.comparator, s.value);
+        let line = prom_line(&t.report(&s, ""));
+        assert!(
+            line.contains(": ERROR (1 evaluation: 0 held, 0 did not, 1 error; Prometheus at http://198.18.0.1:9090 is unreachable: connection refused"),
+            "{line}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Reports: a typed, tolerant view of the agent's report JSON, and the
 //! controller's own report (every agent report plus per-VM timings).
 //!
-//! Must not: import the runtime (orchestrate, the probe's run loop, metrics); it holds data
-//! and reads the probe's verdict types only.
+//! Must not: import the runtime (orchestrate, the probes' run loops, metrics); it holds data
+//! and reads the probes' verdict types only.
 
 use std::fmt;
 
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{FaultSettings, Sequence};
+use crate::probe::prom::verdict::PromProbeReport;
 use crate::probe::verdict::{ProbeReport, Verdict};
 
 /// Reset delay percentiles, milliseconds.
@@ -184,6 +185,9 @@ pub struct RunReport {
     /// The HTTP probe's counts and verdict, when PROBE_URL was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeReport>,
+    /// The Prometheus probe's evaluations and verdict, when PROM_PROBE_URL was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prom_probe: Option<PromProbeReport>,
     /// The vCenter (or ESXi host) spoken to: negotiated API version and `about`; absent when
     /// login failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,11 +200,21 @@ impl RunReport {
         !self.vms.iter().any(VmReport::failed)
     }
 
-    /// The probe ran and its verdict is fail.
+    /// The probes' verdicts: the HTTP probe's, then the Prometheus probe's, of those that ran.
+    pub fn verdicts(&self) -> impl Iterator<Item = Verdict> + '_ {
+        let http = self.probe.as_ref().map(|p| p.verdict);
+        let prom = self.prom_probe.as_ref().map(|p| p.verdict);
+        http.into_iter().chain(prom)
+    }
+
+    /// A probe ran and its verdict is fail.
     pub fn probe_failed(&self) -> bool {
-        self.probe
-            .as_ref()
-            .is_some_and(|p| p.verdict == Verdict::Fail)
+        self.verdicts().any(|v| v == Verdict::Fail)
+    }
+
+    /// A probe could not be evaluated (verdict error).
+    pub fn probe_error(&self) -> bool {
+        self.verdicts().any(|v| v == Verdict::Error)
     }
 }
 

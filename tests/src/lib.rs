@@ -1,9 +1,9 @@
 //! The end-to-end harness, one copy of each piece: network-namespace "VMs" and callers
 //! (`lab`), the process guard and output pump (`guard`), the agent, service and callers run
 //! inside them (`proc`), the vCenter simulator (`sim`) and the controller run against it
-//! (`ctl`), the Prometheus text parser (`metrics`), clap's `--help` read back (`help`), the
-//! module-graph reader of the tidy tests (`tidy`), and the controller's stand-in agent
-//! (`fake_agent`).
+//! (`ctl`), the Prometheus text parser (`metrics`), a real Prometheus server (`prom`), clap's
+//! `--help` read back (`help`), the module-graph reader of the tidy tests (`tidy`), and the
+//! controller's stand-in agent (`fake_agent`).
 //!
 //! Must not: touch anything outside the namespaces it creates, use addresses other than
 //! loopback, 198.18.0.0/15 and 2001:db8::/32, or leave a namespace or process behind (every
@@ -16,6 +16,7 @@ pub mod help;
 pub mod lab;
 pub mod metrics;
 pub mod proc;
+pub mod prom;
 pub mod sim;
 pub mod tidy;
 

@@ -269,3 +269,37 @@ pub fn caller(ns: &Netns, url: &str, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("caller JSON")
 }
+
+/// A caller (tests/src/bin/caller.rs) running in the background in `ns`, killed on drop.
+pub struct BackgroundCaller {
+    _child: Guard,
+    _stderr: Pumped,
+}
+
+impl BackgroundCaller {
+    /// Starts the caller in `ns` against `url` with `args`; with `--metrics-listen` among them,
+    /// waits until its metrics endpoint is up.
+    pub fn start(ns: &Netns, url: &str, args: &[&str]) -> BackgroundCaller {
+        let mut child = Guard::spawn(
+            ns.command(crate::bin("caller"))
+                .args(["--url", url])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "caller",
+        );
+        let stderr = Pumped::new(child.stderr.take().expect("stderr"));
+        if args.contains(&"--metrics-listen") {
+            assert!(
+                stderr.wait_for("metrics: serving", Duration::from_secs(10)),
+                "the caller's metrics endpoint did not come up: {}",
+                stderr.text()
+            );
+        }
+        BackgroundCaller {
+            _child: child,
+            _stderr: stderr,
+        }
+    }
+}

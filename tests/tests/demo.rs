@@ -1,7 +1,9 @@
 //! Issue 4, shown 1: `cargo xtask demo --duration 10 --json` end to end, checked as a user
 //! would: the naive caller's resets within the binomial bounds of TOXICITY, the retrying
 //! caller >= 99% successful, kernel counters == callers' observed resets, a probe verdict,
-//! cleanup verified, and no namespace or process left behind.
+//! the Prometheus probe's verdict pass (issue 13: a real Prometheus scraped the agent, the
+//! controller and the retrying caller), cleanup verified, and no namespace or process (vcsim,
+//! Prometheus, agent, caller) left behind.
 use std::process::Command;
 
 use reset_tests::{bin, require_root};
@@ -44,6 +46,21 @@ fn demo_runs_end_to_end_and_leaves_nothing() {
         "kernel vs callers"
     );
     assert!(v["probe"]["verdict"].is_string(), "{}", v["probe"]);
+    // The Prometheus probe: Prometheus scraped the retrying caller's retries counter, and the
+    // assertion "it retried during the window" held at the end of the window.
+    let prom = &v["prom_probe"];
+    assert_eq!(prom["verdict"], "pass", "{prom}");
+    assert_eq!(
+        (&prom["mode"], &prom["comparator"]),
+        (&"end".into(), &">".into()),
+        "{prom}"
+    );
+    assert!(prom["last_value"].as_f64().unwrap() > 0.0, "{prom}");
+    assert_eq!(
+        v["prometheus"]["all_scraped"], true,
+        "Prometheus scraped the agent, the controller and the retrying caller: {}",
+        v["prometheus"]
+    );
     assert_eq!(v["metrics_agree"], true);
     assert_eq!(v["cleanup"]["agent_verified"], true);
     assert_eq!(v["cleanup"]["lab_clean"], true, "{}", v["cleanup"]);

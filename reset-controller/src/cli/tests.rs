@@ -52,6 +52,65 @@ fn defaults_match_the_seed() {
         (r.metrics.metrics_listen, r.metrics.metrics_linger),
         (None, 0)
     );
+    assert_eq!(r.metrics.agent_metrics_listen, None);
+    assert_eq!(r.vc.vc_concurrency, 8);
+    assert_eq!(
+        r.prom_probe.inputs(),
+        None,
+        "no Prometheus probe unless asked"
+    );
+    assert_eq!(
+        (
+            r.prom_probe.prom_probe_interval,
+            r.prom_probe.prom_probe_timeout
+        ),
+        (5000, 5000)
+    );
+    assert!(matches!(
+        r.prom_probe.prom_probe_mode,
+        PromModeArg::Continuous
+    ));
+}
+
+#[test]
+fn prometheus_probe_flags() {
+    let r = run(&[
+        "--prom-probe-url",
+        "http://198.18.0.1:9090",
+        "--prom-probe-query",
+        "sum(up)",
+        "--prom-probe-comparator",
+        ">=",
+        "--prom-probe-value",
+        "-1.5",
+        "--prom-probe-mode",
+        "end",
+        "--prom-probe-interval",
+        "250",
+        "--vc-concurrency",
+        "2",
+        "--agent-metrics-listen",
+        "0.0.0.0:9464",
+    ]);
+    let p = r.prom_probe.inputs().unwrap();
+    assert_eq!(p.url.as_deref(), Some("http://198.18.0.1:9090"));
+    assert_eq!(p.comparator.as_deref(), Some(">="));
+    assert_eq!(
+        (p.value, p.mode, p.interval_ms),
+        (Some(-1.5), PromMode::End, 250)
+    );
+    assert_eq!(r.inputs().vcenter.concurrency, 2);
+    assert_eq!(
+        r.inputs().agent_metrics,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
+    // One of the four alone is still a probe: the library names what is missing.
+    let alone = run(&["--prom-probe-query", "up"])
+        .prom_probe
+        .inputs()
+        .unwrap();
+    assert_eq!(alone.url, None);
+    assert!(try_run("a", &["--prom-probe-mode", "sometimes"]).is_err());
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! settings flow one way, from here to them.
 
 pub mod probe;
+pub mod prom;
 pub mod vsphere;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub use reset_common::settings::{
 
 use crate::vcenter::VcError;
 pub use probe::{ProbeInputs, ProbeSettings, ProbeTarget, TargetError};
+pub use prom::{Comparator, PromMode, PromProbeError, PromProbeInputs, PromProbeSettings};
 pub use vsphere::{SECRET_VARS, TargetInputs, Targets, VcenterInputs, VcenterSettings};
 
 /// Whether VMs get the fault at once or one after another.
@@ -56,8 +58,12 @@ pub struct RunInputs {
     pub sequence: Sequence,
     /// The probe, when PROBE_URL is set.
     pub probe: Option<ProbeInputs>,
+    /// The Prometheus probe, when any of its settings is given.
+    pub prom_probe: Option<PromProbeInputs>,
     /// The metrics endpoint, when METRICS_LISTEN is set.
     pub metrics: Option<MetricsSettings>,
+    /// AGENT_METRICS_LISTEN: where each agent serves its metrics in its guest.
+    pub agent_metrics: Option<SocketAddr>,
 }
 
 /// Everything `run` needs.
@@ -77,8 +83,13 @@ pub struct RunConfig {
     pub sequence: Sequence,
     /// The HTTP probe, when PROBE_URL is set.
     pub probe: Option<ProbeSettings>,
+    /// The Prometheus probe, when PROM_PROBE_URL and its companions are set.
+    pub prom_probe: Option<PromProbeSettings>,
     /// The metrics endpoint, when METRICS_LISTEN is set.
     pub metrics: Option<MetricsSettings>,
+    /// AGENT_METRICS_LISTEN: each agent serves its Prometheus metrics there, in its guest,
+    /// during its window.
+    pub agent_metrics: Option<SocketAddr>,
 }
 
 impl RunConfig {
@@ -102,7 +113,13 @@ impl RunConfig {
             chaos_interval: Duration::from_secs(interval_s),
             sequence: i.sequence,
             probe: i.probe.as_ref().map(ProbeSettings::resolve).transpose()?,
+            prom_probe: i
+                .prom_probe
+                .as_ref()
+                .map(PromProbeSettings::resolve)
+                .transpose()?,
             metrics: i.metrics,
+            agent_metrics: i.agent_metrics,
         })
     }
 }
@@ -156,6 +173,9 @@ pub enum ConfigError {
     /// PROBE_INTERVAL or PROBE_TIMEOUT is zero.
     #[error("{0} must be at least 1 ms")]
     ProbeZero(&'static str),
+    /// A Prometheus probe setting is missing or malformed.
+    #[error(transparent)]
+    PromProbe(#[from] PromProbeError),
 }
 
 /// Check a whole number of seconds or milliseconds against `min..=max`.

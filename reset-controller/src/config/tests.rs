@@ -19,6 +19,7 @@ fn inputs(dir: &std::path::Path) -> RunInputs {
             insecure: true,
             ca_certs: None,
             reconnect_timeout_s: 300,
+            concurrency: 8,
         },
         targets: TargetInputs {
             vm_names: "a, b,a".into(),
@@ -31,7 +32,9 @@ fn inputs(dir: &std::path::Path) -> RunInputs {
         chaos_interval_s: 10,
         sequence: Sequence::Parallel,
         probe: None,
+        prom_probe: None,
         metrics: None,
+        agent_metrics: None,
     }
 }
 
@@ -156,5 +159,47 @@ fn unusable_vcenter_and_agent_settings_are_typed_errors() {
         RunConfig::resolve(&i),
         Err(ConfigError::ProbeUrl(_))
     ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn vcenter_concurrency_and_the_prometheus_probe() {
+    let dir = scratch("prom");
+    let c = RunConfig::resolve(&inputs(&dir)).unwrap();
+    assert_eq!(c.vcenter.concurrency, 8);
+    assert_eq!(c.prom_probe, None);
+    for bad in [0, vsphere::MAX_CONCURRENCY + 1] {
+        let mut i = inputs(&dir);
+        i.vcenter.concurrency = bad;
+        let e = RunConfig::resolve(&i).unwrap_err();
+        assert!(matches!(e, ConfigError::Setting(_)), "{e}");
+        assert!(e.to_string().starts_with("VC_CONCURRENCY must be"), "{e}");
+    }
+    let mut i = inputs(&dir);
+    i.prom_probe = Some(PromProbeInputs {
+        url: Some("http://prometheus:9090".into()),
+        query: Some("sum(up)".into()),
+        comparator: None,
+        value: Some(1.0),
+        ..PromProbeInputs::default()
+    });
+    let e = RunConfig::resolve(&i).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::PromProbe(PromProbeError::Missing("PROM_PROBE_COMPARATOR"))
+        ),
+        "{e}"
+    );
+    let p = i.prom_probe.as_mut().unwrap();
+    p.comparator = Some("==".into());
+    p.interval_ms = 1000;
+    p.timeout_ms = 1000;
+    let c = RunConfig::resolve(&i).unwrap();
+    let p = c.prom_probe.unwrap();
+    assert_eq!(
+        (p.comparator, p.query_url.as_str()),
+        (Comparator::Eq, "http://prometheus:9090/api/v1/query")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

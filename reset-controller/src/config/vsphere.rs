@@ -12,6 +12,9 @@ use crate::vcenter::{ConnectOptions, Reconnect, client::sdk_url};
 pub const SECRET_VARS: [&str; 2] = [GOVC_PASSWORD, VM_PASSWORD];
 const GOVC_PASSWORD: &str = "GOVC_PASSWORD";
 const VM_PASSWORD: &str = "VM_PASSWORD";
+/// The highest VC_CONCURRENCY accepted: more requests at once than this only queue up in
+/// vCenter (its guest-operations and file-transfer services are shared by every client).
+pub const MAX_CONCURRENCY: u64 = 64;
 
 /// vCenter as given.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +31,8 @@ pub struct VcenterInputs {
     pub ca_certs: Option<PathBuf>,
     /// VC_RECONNECT_TIMEOUT, s.
     pub reconnect_timeout_s: u64,
+    /// VC_CONCURRENCY.
+    pub concurrency: u64,
 }
 
 /// Where vCenter is and who we are there.
@@ -41,12 +46,23 @@ pub struct VcenterSettings {
     pub password: Secret,
     /// VC_RECONNECT_TIMEOUT: how long calls ride out vCenter going away.
     pub reconnect: Reconnect,
+    /// VC_CONCURRENCY: the most vCenter requests (SOAP calls and file transfers) in flight at
+    /// once, over all VMs of the run.
+    pub concurrency: usize,
 }
 
 impl VcenterSettings {
-    /// Check GOVC_URL and read GOVC_PASSWORD from the environment or the file.
+    /// Check GOVC_URL and VC_CONCURRENCY, and read GOVC_PASSWORD from the environment or the
+    /// file.
     pub fn resolve(i: &VcenterInputs) -> Result<VcenterSettings, ConfigError> {
         sdk_url(&i.url).map_err(ConfigError::GovcUrl)?;
+        let concurrency = super::check_range(
+            "VC_CONCURRENCY",
+            i.concurrency,
+            1,
+            MAX_CONCURRENCY,
+            "a whole number of requests from 1 to 64",
+        )?;
         Ok(VcenterSettings {
             connect: ConnectOptions {
                 url: i.url.clone(),
@@ -58,6 +74,7 @@ impl VcenterSettings {
             reconnect: Reconnect {
                 budget: Duration::from_secs(i.reconnect_timeout_s),
             },
+            concurrency: usize::try_from(concurrency).unwrap_or(1),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a run (prometheus-client, OpenMetrics text format), served
 //! by [`serve`] on `--metrics-listen`. Labelled by `vm` (agent counters, reset
-//! delay, phase) or by `url` (probe).
+//! delay, phase), by `url` (HTTP probe) or by `query` (Prometheus probe).
 //!
 //! The agent's counters arrive once, when that VM's report is downloaded, so they
 //! read 0 until then; the probe's counters move live. Recording never fails and
@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::probe::prom::verdict::{EvalError, PromObserver};
 use crate::probe::verdict::{Outcome, ProbeObserver, Verdict};
 use crate::report::AgentReport;
 
@@ -102,6 +103,9 @@ struct Inner {
     probe_other_errors: Family<Labels, Counter>,
     probe_latency: Family<Labels, Histogram, LatencyBuckets>,
     probe_verdict: Family<Labels, Gauge>,
+    prom_evaluations: Family<Labels, Counter>,
+    prom_value: Family<Labels, Gauge<f64, AtomicU64>>,
+    prom_verdict: Family<Labels, Gauge>,
 }
 
 /// The run's metrics; clones share them.
@@ -126,6 +130,19 @@ fn vm_label(vm: &str) -> Labels {
 
 fn url_label(url: &str) -> Labels {
     vec![("url".into(), url.into())]
+}
+
+fn query_label(query: &str) -> Labels {
+    vec![("query".into(), query.into())]
+}
+
+/// A verdict gauge's value: 1 pass, 0 fail, -2 error (-1 is "still running").
+fn verdict_value(v: Verdict) -> i64 {
+    match v {
+        Verdict::Pass => 1,
+        Verdict::Fail => 0,
+        Verdict::Error => -2,
+    }
 }
 
 impl Metrics {
@@ -207,6 +224,23 @@ impl Metrics {
             "Probe SLO verdict: 1 pass, 0 fail, -1 while the probe still runs",
             probe_verdict.clone(),
         );
+        let prom_evaluations = counter(
+            &mut r,
+            "prom_probe_evaluations",
+            "Prometheus probe evaluations by result: held, not_held, or error (no value) (live)",
+        );
+        let prom_value = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "prom_probe_value",
+            "The Prometheus probe query's last value (live)",
+            prom_value.clone(),
+        );
+        let prom_verdict = Family::<Labels, Gauge>::default();
+        r.register(
+            "prom_probe_verdict",
+            "Prometheus probe verdict: 1 pass, 0 fail, -2 error (not evaluated), -1 while it still runs",
+            prom_verdict.clone(),
+        );
         Self(Arc::new(Inner {
             registry: r,
             flows_seen,
@@ -222,6 +256,9 @@ impl Metrics {
             probe_other_errors,
             probe_latency,
             probe_verdict,
+            prom_evaluations,
+            prom_value,
+            prom_verdict,
         }))
     }
 
@@ -314,11 +351,47 @@ impl ProbeObserver for Metrics {
 
     /// Record the probe's verdict.
     fn verdict(&self, url: &str, verdict: Verdict) {
-        let v = match verdict {
-            Verdict::Pass => 1,
-            Verdict::Fail => 0,
+        self.0
+            .probe_verdict
+            .get_or_create(&url_label(url))
+            .set(verdict_value(verdict));
+    }
+}
+
+/// The Prometheus probe's evaluations, live: the probe reports here through [`PromObserver`].
+impl PromObserver for Metrics {
+    /// Register the probe of `query` (counters at 0, verdict -1).
+    fn prom_started(&self, query: &str) {
+        let i = &self.0;
+        for result in ["held", "not_held", "error"] {
+            let mut l = query_label(query);
+            l.push(("result".into(), result.into()));
+            i.prom_evaluations.get_or_create_owned(&l);
+        }
+        i.prom_verdict.get_or_create(&query_label(query)).set(-1);
+    }
+
+    /// Count one evaluation and keep its value.
+    fn prom_evaluated(&self, query: &str, outcome: &Result<f64, EvalError>, held: bool) {
+        let result = match (outcome, held) {
+            (Ok(_), true) => "held",
+            (Ok(_), false) => "not_held",
+            (Err(_), _) => "error",
         };
-        self.0.probe_verdict.get_or_create(&url_label(url)).set(v);
+        let mut l = query_label(query);
+        l.push(("result".into(), result.into()));
+        self.0.prom_evaluations.get_or_create(&l).inc();
+        if let Ok(v) = outcome {
+            self.0.prom_value.get_or_create(&query_label(query)).set(*v);
+        }
+    }
+
+    /// Record the probe's verdict.
+    fn prom_verdict(&self, query: &str, verdict: Verdict) {
+        self.0
+            .prom_verdict
+            .get_or_create(&query_label(query))
+            .set(verdict_value(verdict));
     }
 }
 

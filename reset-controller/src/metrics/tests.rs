@@ -146,3 +146,42 @@ fn help_and_type_for_every_family() {
         "the delay HELP says what it is"
     );
 }
+
+#[test]
+fn the_prometheus_probe_live() {
+    use crate::probe::prom::verdict::{EvalError, PromObserver};
+    let m = Metrics::new();
+    let q = "sum(increase(x_retries_total{job=\"caller\"}[30s]))";
+    m.prom_started(q);
+    let by = |result: &'static str| [("query", q), ("result", result)];
+    let s = scrape(&m);
+    assert_eq!(
+        s.value("reset_peer_prom_probe_verdict", &[("query", q)]),
+        Some(-1.0)
+    );
+    assert_eq!(
+        s.value("reset_peer_prom_probe_evaluations_total", &by("held")),
+        Some(0.0)
+    );
+    m.prom_evaluated(q, &Ok(3.5), true);
+    m.prom_evaluated(q, &Ok(0.0), false);
+    let empty = EvalError::EmptyVector { query: q.into() };
+    m.prom_evaluated(q, &Err(empty), false);
+    m.prom_verdict(q, Verdict::Error);
+    let s = scrape(&m);
+    for (result, n) in [("held", 1.0), ("not_held", 1.0), ("error", 1.0)] {
+        assert_eq!(
+            s.value("reset_peer_prom_probe_evaluations_total", &by(result)),
+            Some(n),
+            "{result}"
+        );
+    }
+    assert_eq!(
+        s.value("reset_peer_prom_probe_value", &[("query", q)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.value("reset_peer_prom_probe_verdict", &[("query", q)]),
+        Some(-2.0)
+    );
+}

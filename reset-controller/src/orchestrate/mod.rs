@@ -23,8 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use crate::config::{ProbeSettings, RunConfig, Sequence, Targets, VcenterSettings};
+use crate::config::{
+    ProbeSettings, PromProbeSettings, RunConfig, Sequence, Targets, VcenterSettings,
+};
 use crate::metrics::Metrics;
+use crate::probe::prom::PromProbeReport;
 use crate::probe::{self, ProbeReport};
 use crate::report::{RunReport, VmReport, VmStatus};
 use crate::vcenter::{Guest, GuestAuth, Session, VcError, inventory};
@@ -81,7 +84,14 @@ async fn connect(
         r.phase("logging in to vCenter");
     }
     let found = async {
-        let s = Session::login_resilient(&vc.connect, &vc.user, &vc.password, vc.reconnect).await?;
+        let s = Session::login_resilient(
+            &vc.connect,
+            &vc.user,
+            &vc.password,
+            vc.reconnect,
+            vc.concurrency,
+        )
+        .await?;
         let managers = inventory::guest_managers(&s).await;
         let vms = inventory::find_vms(&s, &targets.vms).await;
         Ok::<_, VcError>((s, managers, vms))
@@ -187,6 +197,7 @@ async fn inject_one(
     let grace = GRACE + cfg.fault.reset_timeout;
     let ttl = cfg.targets.guest_files_ttl;
     r.set_interface(&cfg.fault.network_interface);
+    r.set_agent_metrics(cfg.agent_metrics);
     if let Err(e) = r
         .inject(window, grace, ttl, abort, login_at, fault_window)
         .await
@@ -215,6 +226,23 @@ fn spawn_probe(
     })
 }
 
+/// Start the Prometheus probe: like the HTTP probe, it waits for the window to open, evaluates
+/// as its mode says until the window closes, and stops at once on abort.
+fn spawn_prom_probe(
+    settings: PromProbeSettings,
+    window: &FaultWindow,
+    abort: &Abort,
+    metrics: &Metrics,
+) -> tokio::task::JoinHandle<PromProbeReport> {
+    let (mut w, abort, metrics) = (window.watch(), abort.clone(), metrics.clone());
+    tokio::spawn(async move {
+        if !w.opened().await {
+            return probe::prom::not_run(&settings, &metrics);
+        }
+        probe::prom::run(&settings, w.closed(), abort.wait(), &metrics).await
+    })
+}
+
 /// Run the fault on every VM in `cfg`; returns the report (never fails as a whole).
 /// Phases, agent counters and probe counts go to `metrics` as they happen.
 pub async fn run(
@@ -233,6 +261,10 @@ pub async fn run(
         .probe
         .clone()
         .map(|p| spawn_probe(p, &fault_window, abort, metrics));
+    let prom_task = cfg
+        .prom_probe
+        .clone()
+        .map(|p| spawn_prom_probe(p, &fault_window, abort, metrics));
     let Connected {
         session,
         runs,
@@ -306,6 +338,19 @@ pub async fn run(
         },
         None => None,
     };
+    let prom_probe = match prom_task {
+        Some(t) => match t.await {
+            Ok(p) => {
+                progress.line("*", &prom_line(&p));
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the Prometheus probe task panicked");
+                None
+            }
+        },
+        None => None,
+    };
     for r in &runs {
         r.record_end();
     }
@@ -334,8 +379,27 @@ pub async fn run(
         chaos_interval_s: cfg.chaos_interval.as_secs(),
         vms: runs.into_iter().map(|r| r.report).collect(),
         probe,
+        prom_probe,
         vcenter,
     }
+}
+
+/// The progress line of the Prometheus probe's outcome.
+fn prom_line(p: &PromProbeReport) -> String {
+    let mut line = format!(
+        "prometheus probe {} {} {}: held at {} of {} evaluation(s), {} without a value: verdict {}",
+        p.query,
+        p.comparator,
+        p.value,
+        p.held,
+        p.evaluations,
+        p.errors,
+        p.verdict.as_str()
+    );
+    if let Some(e) = &p.error {
+        line.push_str(&format!(" ({})", e.message));
+    }
+    line
 }
 
 /// What `preflight` or `cleanup` found on one VM.

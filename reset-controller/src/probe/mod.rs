@@ -1,3 +1,5 @@
+//! The probes: the HTTP probe here, the Prometheus probe in [`prom`].
+//!
 //! The HTTP probe with an SLO verdict (`--probe-url`): during the fault window the
 //! controller sends a plain HTTP/1.1 GET on a new connection every PROBE_INTERVAL,
 //! each bounded by PROBE_TIMEOUT, and counts responses, resets (ECONNRESET) and
@@ -10,6 +12,7 @@
 //! metrics implement it); the probe knows nothing of who listens.
 
 pub mod attempt;
+pub mod prom;
 pub mod verdict;
 
 use std::future::Future;

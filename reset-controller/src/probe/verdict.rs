@@ -1,7 +1,7 @@
-//! The probe's vocabulary and arithmetic: how an attempt ended, the tally of attempts,
-//! latency percentiles, the SLO verdict, and the observer the probe reports them to as they
-//! happen. Pure: no I/O, no clock. The report and the metrics import only this module of
-//! the probe.
+//! The HTTP probe's vocabulary and arithmetic: how an attempt ended, the tally of attempts,
+//! latency percentiles, the SLO verdict (the [`Verdict`] both probes give), and the observer
+//! the probe reports them to as they happen. Pure: no I/O, no clock. The report and the
+//! metrics import only this module of the HTTP probe (and `prom::verdict` of the other).
 
 use std::time::Duration;
 
@@ -19,14 +19,19 @@ pub enum Outcome {
     OtherError,
 }
 
-/// pass or fail.
+/// A probe's verdict: pass, fail, or error (it could not be evaluated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
-    /// error_percent <= max_error_percent, with at least one attempt.
+    /// HTTP: error_percent <= max_error_percent, with at least one attempt. Prometheus: every
+    /// evaluation held.
     Pass,
-    /// error_percent > max_error_percent, or no attempt was made.
+    /// HTTP: error_percent > max_error_percent, or no attempt was made. Prometheus: an
+    /// evaluation did not hold.
     Fail,
+    /// The probe could not be evaluated (Prometheus unreachable, a bad query, no single value);
+    /// the HTTP probe never ends so, every attempt has an outcome.
+    Error,
 }
 
 impl Verdict {
@@ -35,6 +40,7 @@ impl Verdict {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
+            Verdict::Error => "error",
         }
     }
 }

@@ -158,6 +158,8 @@ impl Guest {
             .ok_or_else(|| Self::shape("InitiateFileTransferToGuest", "no URL"))?;
         let what = format!("upload {path}");
         let to = self.target(&raw, "InitiateFileTransferToGuest").await?;
+        // The slot is given back before the chmod, which takes its own.
+        let slot = self.session.permit().await;
         let resp = to
             .client
             .put(to.url.clone())
@@ -167,6 +169,7 @@ impl Guest {
             .send()
             .await
             .map_err(|e| self.send_err(&what, &to, e))?;
+        drop(slot);
         if !resp.status().is_success() {
             return Err(self.transfer_err(&what, format!("HTTP {}", resp.status())));
         }
@@ -191,6 +194,7 @@ impl Guest {
             return Err(VcError::TooLarge { what, limit });
         }
         let from = self.target(&raw, "InitiateFileTransferFromGuest").await?;
+        let _slot = self.session.permit().await;
         let resp = from
             .client
             .get(from.url.clone())

@@ -3,6 +3,10 @@
 //! vCenter restart: calls made through [`Session::call`] retry with backoff while
 //! vCenter is unreachable (bounded by [`Reconnect::budget`]) and log in again when
 //! vCenter no longer knows the session.
+//!
+//! One session serves every VM of a run, and its clones share a [`CallLimit`]: at most
+//! VC_CONCURRENCY requests (SOAP calls through [`Session::call`], file transfers holding
+//! [`Session::permit`]) are in flight at once, so many VMs do not flood a shared vCenter.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +62,26 @@ fn idempotent(method: &str) -> bool {
     )
 }
 
+/// The most vCenter requests in flight at once, shared by every clone of a session.
+#[derive(Debug, Clone)]
+pub struct CallLimit(Arc<tokio::sync::Semaphore>);
+
+impl CallLimit {
+    /// At most `n` requests at once (at least one).
+    pub fn new(n: usize) -> CallLimit {
+        CallLimit(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+    }
+
+    /// Wait for a slot; it is free again when the permit drops.
+    pub async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring cannot fail.
+        match self.0.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("the call limit's semaphore is never closed"),
+        }
+    }
+}
+
 /// What a second login needs; the password never leaves this struct except in the
 /// Login request body.
 #[derive(Debug)]
@@ -84,17 +108,21 @@ pub struct Session {
     negotiation: Negotiation,
     user: String,
     relogin: Option<Arc<Relogin>>,
+    /// VC_CONCURRENCY; none for a session made by [`Session::login`] alone.
+    limit: Option<CallLimit>,
 }
 
 impl Session {
     /// Connect, read the ServiceContent and log in; later calls through
-    /// [`Session::call`] ride out a vCenter restart as `reconnect` allows. The first
-    /// login is never retried: a wrong GOVC_URL fails at once.
+    /// [`Session::call`] ride out a vCenter restart as `reconnect` allows, at most
+    /// `concurrency` at once over all clones. The first login is never retried: a wrong
+    /// GOVC_URL fails at once.
     pub async fn login_resilient(
         opts: &ConnectOptions,
         user: &str,
         password: &Secret,
         reconnect: Reconnect,
+        concurrency: usize,
     ) -> Result<Self, VcError> {
         let mut s = Self::login(opts, user, password.expose()).await?;
         s.relogin = Some(Arc::new(Relogin {
@@ -102,7 +130,17 @@ impl Session {
             reconnect,
             logins: tokio::sync::Mutex::new(1),
         }));
+        s.limit = Some(CallLimit::new(concurrency));
         Ok(s)
+    }
+
+    /// A slot for one request to vCenter or its hosts (a file transfer), under the session's
+    /// VC_CONCURRENCY; `None` for a session without a limit.
+    pub async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.limit {
+            Some(l) => Some(l.acquire().await),
+            None => None,
+        }
     }
 
     /// Connect, choose the API version, read the ServiceContent, refuse a server that cannot
@@ -144,6 +182,7 @@ impl Session {
             negotiation,
             user: user.to_string(),
             relogin: None,
+            limit: None,
         };
         if let Err(e) = compat::check_license(&session.transport, &session.content).await {
             session.logout().await;
@@ -158,6 +197,7 @@ impl Session {
     /// no longer knows (it restarted) is replaced by a new login, once per call.
     pub async fn call(&self, req: Request, cx: Context<'_>) -> Result<Element, VcError> {
         let Some(relogin) = &self.relogin else {
+            let _slot = self.permit().await;
             return self.transport.call(req, cx).await;
         };
         let method = req.method();
@@ -167,7 +207,10 @@ impl Session {
         let mut warned = false;
         loop {
             let seen = *relogin.logins.lock().await;
-            let err = match self.transport.call(req.clone(), cx).await {
+            let slot = self.permit().await;
+            let sent = self.transport.call(req.clone(), cx).await;
+            drop(slot);
+            let err = match sent {
                 Ok(reply) => {
                     if warned {
                         tracing::warn!(method, "vCenter is reachable again");
@@ -226,7 +269,10 @@ impl Session {
                 vc_user: &self.user,
                 ..Context::default()
             };
-            match self.transport.call(req, cx).await {
+            let slot = self.permit().await;
+            let sent = self.transport.call(req, cx).await;
+            drop(slot);
+            match sent {
                 Ok(_) => {
                     *logins += 1;
                     tracing::warn!(user = %self.user, "vCenter had dropped the session: logged in again");

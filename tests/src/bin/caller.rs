@@ -5,7 +5,9 @@
 //!
 //! An attempt that fails with ECONNRESET ("Connection reset by peer") counts as a reset;
 //! anything else that is not a 200 counts as another error. Load is bounded by `--requests`
-//! and `--duration-s`.
+//! and `--duration-s`. With `--metrics-listen ADDR` it serves its counters as Prometheus text
+//! at http://ADDR/metrics while it runs (`reset_peer_caller_*_total`, e.g. `retries_total`:
+//! attempts after a request's first), as an instrumented client would.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -55,6 +57,9 @@ struct Args {
     unique_paths: bool,
     #[arg(long, default_value_t = 0)]
     progress_ms: u64,
+    /// Serve the counters as Prometheus text at http://ADDR/metrics while running.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -63,6 +68,7 @@ struct Totals {
     succeeded: AtomicU64,
     failed: AtomicU64,
     attempts: AtomicU64,
+    retries: AtomicU64,
     resets: AtomicU64,
     other_errors: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
@@ -138,6 +144,77 @@ async fn attempt(
     }
 }
 
+impl Totals {
+    /// The counters in the Prometheus text format (version 0.0.4).
+    fn exposition(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("requests", "Requests started.", &self.requests),
+            (
+                "attempts",
+                "Attempts, first tries and retries.",
+                &self.attempts,
+            ),
+            (
+                "retries",
+                "Attempts after a request's first one failed.",
+                &self.retries,
+            ),
+            ("succeeded", "Requests that got a 200.", &self.succeeded),
+            (
+                "failed",
+                "Requests that failed every attempt.",
+                &self.failed,
+            ),
+            (
+                "resets",
+                "Attempts reset by the peer (ECONNRESET).",
+                &self.resets,
+            ),
+            (
+                "other_errors",
+                "Attempts that failed otherwise.",
+                &self.other_errors,
+            ),
+        ] {
+            let full = format!("reset_peer_caller_{name}_total");
+            out.push_str(&format!(
+                "# HELP {full} {help}\n# TYPE {full} counter\n{full} {}\n",
+                v.load(Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `totals` at http://ADDR/metrics (any path) until the process ends; says so on stderr.
+async fn serve_metrics(addr: SocketAddr, totals: Arc<Totals>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("metrics: serving http://{}/metrics", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let totals = totals.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = totals.exposition();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
 fn pct(v: &mut [u64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -162,6 +239,9 @@ async fn main() -> anyhow::Result<()> {
     let deadline =
         (args.duration_s > 0.0).then(|| started + Duration::from_secs_f64(args.duration_s));
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr, totals.clone()).await?;
+    }
     let mut workers = Vec::new();
     if args.progress_ms > 0 {
         let t = totals.clone();
@@ -205,6 +285,9 @@ async fn main() -> anyhow::Result<()> {
                 let mut ok = false;
                 for try_no in 0..=args.retries {
                     totals.attempts.fetch_add(1, Relaxed);
+                    if try_no > 0 {
+                        totals.retries.fetch_add(1, Relaxed);
+                    }
                     match attempt(
                         addr,
                         &host,
@@ -271,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
         "succeeded": succeeded,
         "failed": totals.failed.load(Relaxed),
         "attempts": totals.attempts.load(Relaxed),
+        "retries": totals.retries.load(Relaxed),
         "resets": totals.resets.load(Relaxed),
         "other_errors": totals.other_errors.load(Relaxed),
         "success_percent": if requests > 0 { 100.0 * succeeded as f64 / requests as f64 } else { 0.0 },

@@ -1,6 +1,6 @@
 //! The demo's callers in the caller namespace: a naive one (one attempt per request) and a
-//! retrying one (bounded retries with backoff), both through the fault window, with one live
-//! progress line from their JSON progress reports.
+//! retrying one (bounded retries with backoff, its counters served to Prometheus), both
+//! through the fault window, with one live progress line from their JSON progress reports.
 use std::{
     io::{BufRead, BufReader, Write},
     process::Stdio,
@@ -15,7 +15,7 @@ use anyhow::Context;
 use reset_tests::{bin, guard::Guard, lab::Lab};
 use serde_json::Value;
 
-use super::VM_V4;
+use super::{CALLER_METRICS, VM_V4};
 
 /// A caller process and its last progress report.
 struct Caller {
@@ -110,6 +110,8 @@ pub fn run(
             "4",
             "--interval-ms",
             "20",
+            "--metrics-listen",
+            CALLER_METRICS,
         ],
     )?;
     let mut callers = [naive, retrying];

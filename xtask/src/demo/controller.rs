@@ -1,7 +1,8 @@
 //! The demo's controller run: `reset-controller run` against vcsim inside the caller
-//! namespace (settings in its environment, as an operator would export them), its stderr
-//! relayed with a prefix, and its life followed: the fault active in the VM, the report
-//! written, the metrics linger cut short.
+//! namespace (settings in its environment, as an operator would export them), with the HTTP
+//! probe and the Prometheus probe (did the callers retry?), its stderr relayed with a prefix,
+//! and its life followed: the fault active in the VM, the report written, the metrics linger
+//! cut short.
 use std::{
     io::{BufRead, BufReader, Read},
     path::Path,
@@ -12,10 +13,14 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use reset_tests::{bin, guard::Guard, lab::Lab, sim::Vcsim};
+use reset_tests::{bin, guard::Guard, lab::Lab, prom::Prometheus, sim::Vcsim};
 use serde_json::Value;
 
-use super::{DemoArgs, METRICS, VM, VM_V4};
+use super::{AGENT_METRICS_LISTEN, DemoArgs, METRICS, VM, VM_V4};
+
+/// The Prometheus probe's assertion: the retrying caller retried during the window.
+pub const RETRIES_QUERY: &str =
+    "sum(increase(reset_peer_caller_retries_total{job=\"retrying-caller\"}[30s]))";
 
 /// A running `reset-controller run`, killed on drop.
 pub struct Run {
@@ -24,7 +29,12 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn start(vcsim: &Vcsim, args: &DemoArgs, report: &Path) -> anyhow::Result<Run> {
+    pub fn start(
+        vcsim: &Vcsim,
+        prometheus: &Prometheus,
+        args: &DemoArgs,
+        report: &Path,
+    ) -> anyhow::Result<Run> {
         let duration = args.duration.to_string();
         let agent = bin("reset-agent");
         let report = report.display().to_string();
@@ -50,7 +60,13 @@ impl Run {
             .env("VM_NAME", VM)
             .env("TOXICITY", &args.toxicity)
             .env("TOTAL_CHAOS_DURATION", &duration)
-            .env("RESET_TIMEOUT", "2000");
+            .env("RESET_TIMEOUT", "2000")
+            .env("AGENT_METRICS_LISTEN", AGENT_METRICS_LISTEN)
+            .env("PROM_PROBE_URL", &prometheus.url)
+            .env("PROM_PROBE_QUERY", RETRIES_QUERY)
+            .env("PROM_PROBE_COMPARATOR", ">")
+            .env("PROM_PROBE_VALUE", "0")
+            .env("PROM_PROBE_MODE", "end");
         eprintln!(
             "demo: reset-controller run: TOXICITY {}%, RESET_TIMEOUT 2000 ms, TOTAL_CHAOS_DURATION {} s on {VM}",
             args.toxicity.trim_end_matches('%'),

@@ -3,9 +3,13 @@
 //! A local vCenter simulator (vcsim) and one network-namespace VM `web-01` (interface ens160,
 //! the sample HTTP service on :80), then `reset-controller run` against it while two callers
 //! run in a caller namespace: a naive one (one attempt per request) and a retrying one
-//! (bounded retries with backoff). The operator side (vcsim, controller, callers) runs inside
-//! the caller namespace, the only place that reaches the VM. Everything started is stopped on
-//! success, failure and Ctrl-C; the lab is RAII and removed on drop.
+//! (bounded retries with backoff, exporting its retries counter). A real Prometheus (Debian's
+//! package, its own config and data dir in a temporary folder) scrapes the agent, the
+//! controller and the retrying caller; the controller's Prometheus probe asserts that the
+//! callers retried during the window, beside its HTTP probe. The operator side (vcsim,
+//! Prometheus, controller, callers) runs inside the caller namespace, the only place that
+//! reaches the VM. Everything started is stopped on success, failure and Ctrl-C; the lab is
+//! RAII and removed on drop.
 //!
 //! This file runs the steps in order; `controller` starts and watches the controller,
 //! `callers` drives the callers with live progress, `report` judges the outcome. It must not
@@ -26,6 +30,7 @@ use anyhow::{Context, bail};
 use reset_tests::{
     lab::{Lab, VM_V4},
     proc::fetch,
+    prom::Prometheus,
     sim::{Credentials, Vcsim},
 };
 
@@ -33,6 +38,18 @@ use report::Outcome;
 
 const VM: &str = "web-01";
 const METRICS: &str = "127.0.0.1:9465";
+/// Where each agent serves its metrics in its VM (AGENT_METRICS_LISTEN), and where
+/// Prometheus finds web-01's.
+const AGENT_METRICS_LISTEN: &str = "0.0.0.0:9464";
+const AGENT_METRICS: &str = "198.18.0.2:9464";
+/// The retrying caller's metrics (its retries counter), in the caller namespace.
+const CALLER_METRICS: &str = "127.0.0.1:9466";
+/// What Prometheus scrapes: (job, target).
+const SCRAPED: [(&str, &str); 3] = [
+    ("agent", AGENT_METRICS),
+    ("controller", METRICS),
+    ("retrying-caller", CALLER_METRICS),
+];
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -108,8 +125,23 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         "demo: vCenter simulator at {} (inside the caller namespace)",
         vcsim.url
     );
+    let prometheus = SCRAPED
+        .iter()
+        .fold(Prometheus::builder(), |b, (job, target)| {
+            b.scrape(job, &[target])
+        })
+        .inside(&lab.caller)
+        .tmp_prefix("reset-peer-demo")
+        .try_start()
+        .context(
+            "starting Prometheus (Debian's prometheus package; `cargo xtask setup` installs it)",
+        )?;
+    eprintln!(
+        "demo: Prometheus at {} (inside the caller namespace) scraping the agent ({AGENT_METRICS}), the controller ({METRICS}) and the retrying caller ({CALLER_METRICS}) every second",
+        prometheus.url
+    );
     let report_path = vcsim.guest_tmp.path().join("controller-report.json");
-    let mut ctl = controller::Run::start(&vcsim, args, &report_path)?;
+    let mut ctl = controller::Run::start(&vcsim, &prometheus, args, &report_path)?;
     let active_at = ctl.wait_active(lab, interrupted)?;
     let window = Duration::from_secs(args.duration);
     let Some((naive, retrying)) = callers::run(lab, window, active_at, interrupted)? else {
@@ -125,7 +157,16 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
     let report = ctl.wait_report(&report_path, interrupted)?;
     // As a scraper in the caller namespace sees it; a failed scrape fails the metrics check.
     let metrics = fetch(&lab.caller, &format!("http://{METRICS}/metrics")).unwrap_or_default();
+    // Whether Prometheus scraped each target at least once during the run.
+    let scraped: Vec<(String, bool)> = SCRAPED
+        .iter()
+        .map(|(job, _)| {
+            let q = format!("max_over_time(up{{job=\"{job}\"}}[10m])");
+            (job.to_string(), prometheus.value(&q) == Some(1.0))
+        })
+        .collect();
     let (controller_exit, controller_table) = ctl.stop()?;
+    drop(prometheus);
     drop(vcsim);
     let left = lab.leftovers();
     Ok(report::build(report::Inputs {
@@ -137,6 +178,7 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         controller_table: &controller_table,
         controller_exit,
         metrics: &metrics,
+        scraped: &scraped,
         lab_clean: if left.is_empty() {
             Ok(())
         } else {

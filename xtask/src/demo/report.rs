@@ -1,6 +1,7 @@
-//! The demo's verdicts and output: the controller's table, the callers' outcome, the kernel's
-//! counters beside what the callers saw, the metrics check and the cleanup verdict. Pure: it
-//! judges what the run collected, it runs nothing.
+//! The demo's verdicts and output: the controller's table, the callers' outcome, the probes'
+//! verdicts (HTTP and Prometheus), the kernel's counters beside what the callers saw, the
+//! metrics checks and the cleanup verdict. Pure: it judges what the run collected, it runs
+//! nothing.
 use std::fmt::Write as _;
 
 use reset_common::settings::Toxicity;
@@ -16,6 +17,8 @@ pub struct Inputs<'a> {
     pub controller_table: &'a str,
     pub controller_exit: Option<i32>,
     pub metrics: &'a str,
+    /// (Prometheus job, scraped at least once during the run).
+    pub scraped: &'a [(String, bool)],
     pub lab_clean: Result<(), String>,
 }
 
@@ -55,6 +58,8 @@ struct Verdicts {
     kernel_resets: u64,
     counts_agree: bool,
     metrics_agree: bool,
+    prom_pass: bool,
+    all_scraped: bool,
     cleanup_verified: bool,
     lab_ok: bool,
     ok: bool,
@@ -81,13 +86,18 @@ fn judge(i: &Inputs<'_>) -> Verdicts {
     let cleanup_verified = agent["cleanup"]["verified"].as_bool().unwrap_or(false);
     let lab_ok = i.lab_clean.is_ok();
     let verdict_present = probe["verdict"].is_string();
+    // The retrying caller retried through the resets: Prometheus saw it, the probe passes.
+    let prom_pass = i.report["prom_probe"]["verdict"] == "pass";
+    let all_scraped = !i.scraped.is_empty() && i.scraped.iter().all(|(_, ok)| *ok);
     let ok = naive_ok
         && retry_success >= 99.0
         && counts_agree
         && cleanup_verified
         && lab_ok
         && verdict_present
-        && metrics_agree;
+        && metrics_agree
+        && prom_pass
+        && all_scraped;
     Verdicts {
         p,
         naive_n,
@@ -99,6 +109,8 @@ fn judge(i: &Inputs<'_>) -> Verdicts {
         kernel_resets,
         counts_agree,
         metrics_agree,
+        prom_pass,
+        all_scraped,
         cleanup_verified,
         lab_ok,
         ok,
@@ -126,6 +138,12 @@ fn to_json(i: &Inputs<'_>, v: &Verdicts) -> Value {
         "naive": i.naive,
         "retrying": i.retrying,
         "probe": i.report["probe"],
+        "prom_probe": i.report["prom_probe"],
+        "prometheus": {
+            "scraped": i.scraped.iter().map(|(job, ok)| (job.clone(), Value::Bool(*ok))).collect::<serde_json::Map<_, _>>(),
+            "all_scraped": v.all_scraped,
+            "probe_pass": v.prom_pass,
+        },
         "kernel": {
             "flows_seen": agent["flows_seen"], "flows_selected": agent["flows_selected"],
             "resets_observed": agent["resets_observed"], "resets_issued": agent["resets_issued"],
@@ -187,6 +205,19 @@ fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
         u(&probe["other_errors"]),
         probe["verdict"].as_str().unwrap_or("missing")
     );
+    let prom = &i.report["prom_probe"];
+    let _ = writeln!(
+        t,
+        "prometheus {:>8}   verdict: {}  ({} {} {} at the end of the window: value {})",
+        "",
+        prom["verdict"].as_str().unwrap_or("missing"),
+        prom["query"].as_str().unwrap_or("?"),
+        prom["comparator"].as_str().unwrap_or("?"),
+        prom["value"].as_f64().unwrap_or(f64::NAN),
+        prom["last_value"]
+            .as_f64()
+            .map_or_else(|| "none".to_string(), |v| format!("{v:.1}")),
+    );
     let _ = writeln!(t, "\n== kernel vs callers ==");
     let _ = writeln!(
         t,
@@ -217,6 +248,12 @@ fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
         "metrics endpoint agrees with the report: {}",
         if v.metrics_agree { "yes" } else { "NO" }
     );
+    let scraped: Vec<String> = i
+        .scraped
+        .iter()
+        .map(|(job, ok)| format!("{job} {}", if *ok { "yes" } else { "NO" }))
+        .collect();
+    let _ = writeln!(t, "prometheus scraped: {}", scraped.join(", "));
     let _ = writeln!(
         t,
         "cleanup: agent verified {cleanup_verified}; VM checked by the demo: {}",

@@ -18,7 +18,9 @@ pub use fresh::prove_fresh;
 /// Debian packages: the agent's build (libnftnl and libmnl for the nftnl and mnl crates, found
 /// through pkg-config), lab (iproute2, nftables, bpftool, conntrack: tests inspect with them;
 /// iptables for the iptables-nft guest firewall test), callers and peers (curl, wrk, haproxy),
-/// the govmomi simulator (golang), pyvmomi (python3-pip).
+/// the govmomi simulator (golang), pyvmomi (python3-pip), the Prometheus the Prometheus probe's
+/// tests and the demo start (prometheus; its service is never used: each test and the demo run
+/// their own with their own config and data dir).
 pub const APT_PACKAGES: &[&str] = &[
     "libnftnl-dev",
     "libmnl-dev",
@@ -36,6 +38,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "python3",
+    "prometheus",
     // bench plots
     "fonts-dejavu-core",
 ];

@@ -61,12 +61,12 @@ impl VmRun {
             return Err(VmError::Aborted);
         }
         self.phase("starting agent");
-        let spec = l.spec(
-            &d.agent,
-            &["run", "--config", &d.config, "--report", &d.report],
-            Some(&d.log),
-            true,
-        );
+        let metrics = self.agent_metrics.map(|a| a.to_string());
+        let mut args = vec!["run", "--config", &d.config, "--report", &d.report];
+        if let Some(listen) = &metrics {
+            args.extend(["--metrics-listen", listen.as_str()]);
+        }
+        let spec = l.spec(&d.agent, &args, Some(&d.log), true);
         let pid = l.start(&spec).await?;
         fault_window.open();
         self.metrics_phase(Phase::Injecting);

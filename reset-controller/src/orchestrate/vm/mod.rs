@@ -26,6 +26,8 @@ pub struct VmRun {
     janitor: Option<i64>,
     /// NETWORK_INTERFACE, for `reset-agent cleanup`.
     interface: String,
+    /// AGENT_METRICS_LISTEN, passed to `reset-agent run` as `--metrics-listen`.
+    agent_metrics: Option<std::net::SocketAddr>,
     progress: Progress,
     metrics: Metrics,
 }
@@ -44,6 +46,7 @@ impl VmRun {
             dir: None,
             janitor: None,
             interface: String::new(),
+            agent_metrics: None,
             progress,
             metrics,
         }
@@ -87,6 +90,11 @@ impl VmRun {
     /// The interface `reset-agent cleanup` checks for tc filters (NETWORK_INTERFACE).
     pub fn set_interface(&mut self, interface: &str) {
         self.interface = interface.to_string();
+    }
+
+    /// Where the agent serves its metrics in the guest (AGENT_METRICS_LISTEN), if anywhere.
+    pub fn set_agent_metrics(&mut self, listen: Option<std::net::SocketAddr>) {
+        self.agent_metrics = listen;
     }
 
     /// The launcher, once staged.
