@@ -9,14 +9,26 @@ fn num(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |n| n.to_string())
 }
 
-fn row(v: &VmReport) -> [String; 8] {
+fn row(v: &VmReport) -> [String; 9] {
     let a = v.agent();
     let a = a.as_ref();
+    let (seen, selected) = a.map_or((None, None), |a| a.seen_selected());
     [
         v.vm.clone(),
         v.status.to_string(),
-        num(a.and_then(|a| a.flows_seen)),
-        num(a.and_then(|a| a.flows_selected)),
+        a.map_or_else(
+            || "-".into(),
+            |a| {
+                if a.request_unit() {
+                    "requests"
+                } else {
+                    "connections"
+                }
+                .into()
+            },
+        ),
+        num(seen),
+        num(selected),
         num(a.and_then(|a| a.resets_observed)),
         a.and_then(|a| a.achieved_percent())
             .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
@@ -105,17 +117,18 @@ fn prom_line(p: &PromProbeReport) -> String {
 
 /// Render the table, one line per failed VM with its error, then the probes' lines.
 pub fn table(r: &RunReport) -> String {
-    const HEAD: [&str; 8] = [
+    const HEAD: [&str; 9] = [
         "VM",
         "STATUS",
-        "FLOWS SEEN",
+        "UNIT",
+        "SEEN",
         "SELECTED",
         "RESETS OBSERVED",
         "ACHIEVED",
         "RESET P99",
         "CLEANUP VERIFIED",
     ];
-    let rows: Vec<[String; 8]> = r.vms.iter().map(row).collect();
+    let rows: Vec<[String; 9]> = r.vms.iter().map(row).collect();
     let mut w = HEAD.map(str::len);
     for row in &rows {
         for (i, c) in row.iter().enumerate() {
@@ -167,7 +180,8 @@ mod tests {
             guest_dir: Some("/tmp/x".into()),
             guest_files_removed: true,
             agent_report: Some(serde_json::json!({
-                "flows_seen": 200, "flows_selected": 100, "resets_observed": 100,
+                "unit": "request", "flows_seen": 20, "flows_selected": 0,
+                "requests_seen": 200, "requests_selected": 100, "resets_observed": 100,
                 "reset_delay_ms": {"p99": 2001.25}, "cleanup": {"verified": true}
             })),
             ..VmReport::default()
@@ -214,9 +228,12 @@ mod tests {
         };
         let t = table(&r);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("VM      STATUS  FLOWS SEEN"), "{t}");
         assert!(
-            lines[1].contains("200")
+            lines[0].starts_with("VM      STATUS  UNIT      SEEN  SELECTED"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("web-01  ok      requests  200   100")
                 && lines[1].contains("50.0%")
                 && lines[1].contains("2001.2 ms")
                 && lines[1].ends_with("yes"),

@@ -50,10 +50,16 @@ pub struct AgentReport {
     pub mode: Option<String>,
     /// The window was cut short by a signal.
     pub aborted: Option<bool>,
+    /// What TOXICITY counted: "request" or "connection" (absent: an agent older than the unit).
+    pub unit: Option<String>,
     /// New flows to the target port.
     pub flows_seen: Option<u64>,
-    /// Flows selected for reset.
+    /// Flows selected for reset (connection unit).
     pub flows_selected: Option<u64>,
+    /// Requests to the target port (request unit).
+    pub requests_seen: Option<u64>,
+    /// Requests selected for reset (request unit).
+    pub requests_selected: Option<u64>,
     /// Connections the proxy accepted.
     pub proxy_accepted: Option<u64>,
     /// Resets the proxy issued.
@@ -76,9 +82,24 @@ impl AgentReport {
             .flatten()
     }
 
-    /// resets_observed / flows_seen, percent.
+    /// Whether TOXICITY counted requests (the agent's default unit).
+    pub fn request_unit(&self) -> bool {
+        self.unit.as_deref() == Some("request")
+    }
+
+    /// What TOXICITY was a share of, and how many were selected: requests in the request unit,
+    /// new flows in the connection unit.
+    pub fn seen_selected(&self) -> (Option<u64>, Option<u64>) {
+        if self.request_unit() {
+            (self.requests_seen, self.requests_selected)
+        } else {
+            (self.flows_seen, self.flows_selected)
+        }
+    }
+
+    /// resets_observed / seen (requests or flows, by unit), percent.
     pub fn achieved_percent(&self) -> Option<f64> {
-        let seen = self.flows_seen?;
+        let seen = self.seen_selected().0?;
         let observed = self.resets_observed?;
         (seen > 0).then(|| observed as f64 * 100.0 / seen as f64)
     }

@@ -1,5 +1,6 @@
 //! Issue 4, shown 1: `cargo xtask demo --duration 10 --json` end to end, checked as a user
-//! would: the naive caller's resets within the binomial bounds of TOXICITY, the retrying
+//! would: the naive and the pooled callers' resets within the binomial bounds of TOXICITY
+//! (the pooled caller on keep-alive connections opened before the fault), the retrying
 //! caller >= 99% successful, kernel counters == callers' observed resets, a probe verdict,
 //! the Prometheus probe's verdict pass (issue 13: a real Prometheus scraped the agent, the
 //! controller and the retrying caller), cleanup verified, and no namespace or process (vcsim,
@@ -33,6 +34,27 @@ fn demo_runs_end_to_end_and_leaves_nothing() {
         "naive resets outside the 99.9% interval: {b}"
     );
     assert_eq!(v["naive"]["other_errors"], 0, "{}", v["naive"]);
+    // Issue 11: the pooled caller (keep-alive connections opened before the fault, reopened
+    // after each reset) sees TOXICITY percent of its requests reset, counted per request by the
+    // kernel, and no byte of a reset request's answer.
+    assert_eq!(v["kernel"]["unit"], "request", "{}", v["kernel"]);
+    let p = &v["pooled_binomial_999"];
+    assert!(
+        p["n"].as_u64().unwrap() >= 100,
+        "too few pooled requests: {p}"
+    );
+    assert_eq!(
+        p["within"], true,
+        "pooled resets outside the 99.9% interval: {p}"
+    );
+    assert_eq!(v["pooled"]["bytes_before_reset"], 0, "{}", v["pooled"]);
+    assert_eq!(v["pooled"]["other_errors"], 0, "{}", v["pooled"]);
+    assert_eq!(v["kernel"]["flows_selected"], 0, "{}", v["kernel"]);
+    assert_eq!(
+        v["kernel"]["requests_selected"], v["kernel"]["resets_observed"],
+        "{}",
+        v["kernel"]
+    );
     assert!(
         v["retrying_success_percent"].as_f64().unwrap() >= 99.0,
         "{}",

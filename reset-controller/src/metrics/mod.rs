@@ -92,6 +92,8 @@ struct Inner {
     registry: Registry,
     flows_seen: Family<Labels, Counter>,
     flows_selected: Family<Labels, Counter>,
+    requests_seen: Family<Labels, Counter>,
+    requests_selected: Family<Labels, Counter>,
     resets_issued: Family<Labels, Counter>,
     resets_observed: Family<Labels, Counter>,
     reset_delay: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -164,15 +166,25 @@ impl Metrics {
             "flows_selected",
             "Flows selected for reset, from the agent's report; set when the report is downloaded",
         );
+        let requests_seen = counter(
+            &mut r,
+            "requests_seen",
+            "HTTP/1.x requests to the target port inside the window (UNIT=request), from the agent's report (kernel-observed); set when the report is downloaded",
+        );
+        let requests_selected = counter(
+            &mut r,
+            "requests_selected",
+            "Requests selected for reset (UNIT=request), from the agent's report; set when the report is downloaded",
+        );
         let resets_issued = counter(
             &mut r,
             "resets_issued",
-            "Zero-linger closes the agent's proxy made towards callers, from the agent's report; set when the report is downloaded",
+            "Resets the agent made (zero-linger closes by its proxy, or service sockets destroyed in the request unit), from the agent's report; set when the report is downloaded",
         );
         let resets_observed = counter(
             &mut r,
             "resets_observed",
-            "RSTs the kernel saw leave for selected flows, from the agent's report; set when the report is downloaded",
+            "RSTs the kernel saw leave for selected flows or requests, from the agent's report; set when the report is downloaded",
         );
         let reset_delay = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         r.register(
@@ -245,6 +257,8 @@ impl Metrics {
             registry: r,
             flows_seen,
             flows_selected,
+            requests_seen,
+            requests_selected,
             resets_issued,
             resets_observed,
             reset_delay,
@@ -283,6 +297,8 @@ impl Metrics {
         for (family, value) in [
             (&i.flows_seen, r.flows_seen),
             (&i.flows_selected, r.flows_selected),
+            (&i.requests_seen, r.requests_seen),
+            (&i.requests_selected, r.requests_selected),
             (&i.resets_issued, r.resets_issued),
             (&i.resets_observed, r.resets_observed),
         ] {

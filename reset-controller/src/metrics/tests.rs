@@ -23,6 +23,7 @@ fn renders_parseable_text_with_the_recorded_values() {
     m.phase("db-01", Phase::Injecting);
     let report: serde_json::Value = serde_json::json!({
         "flows_seen": 200, "flows_selected": 100, "resets_issued": 100, "resets_observed": 99,
+        "requests_seen": 300, "requests_selected": 150,
         "reset_delay_ms": {"p50": 2000.5, "p90": 2001.0, "p99": 2003.25, "max": 2004.0, "samples": 99}
     });
     m.agent_report("web-01", &AgentReport::from_value(&report).unwrap());
@@ -44,6 +45,11 @@ fn renders_parseable_text_with_the_recorded_values() {
     assert_eq!(
         s.value("reset_peer_flows_selected_total", &web),
         Some(100.0)
+    );
+    assert_eq!(s.value("reset_peer_requests_seen_total", &web), Some(300.0));
+    assert_eq!(
+        s.value("reset_peer_requests_selected_total", &web),
+        Some(150.0)
     );
     assert_eq!(s.value("reset_peer_resets_issued_total", &web), Some(100.0));
     assert_eq!(

@@ -58,6 +58,9 @@ impl Run {
         cmd.env_remove("RUST_LOG")
             .env("GOVC_INSECURE", "true")
             .env("VM_NAME", VM)
+            // The product's default unit; the test harness's controller command defaults its
+            // runs to the connection unit, the demo shows what users get.
+            .env("UNIT", "request")
             .env("TOXICITY", &args.toxicity)
             .env("TOTAL_CHAOS_DURATION", &duration)
             .env("RESET_TIMEOUT", "2000")
@@ -68,7 +71,7 @@ impl Run {
             .env("PROM_PROBE_VALUE", "0")
             .env("PROM_PROBE_MODE", "end");
         eprintln!(
-            "demo: reset-controller run: TOXICITY {}%, RESET_TIMEOUT 2000 ms, TOTAL_CHAOS_DURATION {} s on {VM}",
+            "demo: reset-controller run: TOXICITY {}% of requests, RESET_TIMEOUT 2000 ms, TOTAL_CHAOS_DURATION {} s on {VM}",
             args.toxicity.trim_end_matches('%'),
             args.duration
         );

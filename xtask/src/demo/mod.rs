@@ -1,9 +1,10 @@
 //! `cargo xtask demo`: the whole fault, end to end, on a built-in default.
 //!
 //! A local vCenter simulator (vcsim) and one network-namespace VM `web-01` (interface ens160,
-//! the sample HTTP service on :80), then `reset-controller run` against it while two callers
-//! run in a caller namespace: a naive one (one attempt per request) and a retrying one
-//! (bounded retries with backoff, exporting its retries counter). A real Prometheus (Debian's
+//! the sample HTTP service on :80), then `reset-controller run` against it while three callers
+//! run in a caller namespace: a naive one (one attempt per request), a retrying one (bounded
+//! retries with backoff, exporting its retries counter) and a pooled one (keep-alive
+//! connections opened before the fault, reopened only after an error). A real Prometheus (Debian's
 //! package, its own config and data dir in a temporary folder) scrapes the agent, the
 //! controller and the retrying caller; the controller's Prometheus probe asserts that the
 //! callers retried during the window, beside its HTTP probe. The operator side (vcsim,
@@ -53,7 +54,7 @@ const SCRAPED: [(&str, &str); 3] = [
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Percent of new connections to reset.
+    /// Percent of requests to reset.
     #[arg(long, default_value = "50")]
     pub toxicity: String,
     /// Seconds the fault is active.
@@ -141,10 +142,11 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
         prometheus.url
     );
     let report_path = vcsim.guest_tmp.path().join("controller-report.json");
+    let window = Duration::from_secs(args.duration);
+    let pool = callers::start_pooled(lab, window)?;
     let mut ctl = controller::Run::start(&vcsim, &prometheus, args, &report_path)?;
     let active_at = ctl.wait_active(lab, interrupted)?;
-    let window = Duration::from_secs(args.duration);
-    let Some((naive, retrying)) = callers::run(lab, window, active_at, interrupted)? else {
+    let Some(seen) = callers::run(lab, window, active_at, pool, interrupted)? else {
         eprintln!(
             "demo: Ctrl-C: aborting the controller (it terminates the agent and cleans the guest)"
         );
@@ -172,8 +174,9 @@ fn drive(args: &DemoArgs, lab: &Lab, interrupted: &AtomicBool) -> anyhow::Result
     Ok(report::build(report::Inputs {
         toxicity: &args.toxicity,
         duration: args.duration,
-        naive: &naive,
-        retrying: &retrying,
+        naive: &seen.naive,
+        retrying: &seen.retrying,
+        pooled: &seen.pooled,
         report: &report,
         controller_table: &controller_table,
         controller_exit,

@@ -13,6 +13,7 @@ pub struct Inputs<'a> {
     pub duration: u64,
     pub naive: &'a Value,
     pub retrying: &'a Value,
+    pub pooled: &'a Value,
     pub report: &'a Value,
     pub controller_table: &'a str,
     pub controller_exit: Option<i32>,
@@ -39,6 +40,16 @@ pub fn binomial_999(n: u64, p: f64) -> (f64, f64) {
     (mean - half, mean + half)
 }
 
+/// A caller's latency percentiles: `latency_ms` (caller), or its answered requests' `ok_ms`
+/// (pooled caller).
+fn latency(c: &Value) -> &Value {
+    if c["latency_ms"].is_object() {
+        &c["latency_ms"]
+    } else {
+        &c["ok_ms"]
+    }
+}
+
 /// The controller's counter `name` for `vm` on its metrics endpoint, if the exposition
 /// parses and has it.
 fn vm_counter(exposition: &str, name: &str, vm: &str) -> Option<u64> {
@@ -53,6 +64,12 @@ struct Verdicts {
     naive_resets: u64,
     interval: (f64, f64),
     naive_ok: bool,
+    /// The pooled caller: requests that reached the service or were reset, its resets, the
+    /// interval and whether they fall inside it.
+    pooled_n: u64,
+    pooled_resets: u64,
+    pooled_interval: (f64, f64),
+    pooled_ok: bool,
     retry_success: f64,
     callers_resets: u64,
     kernel_resets: u64,
@@ -74,8 +91,15 @@ fn judge(i: &Inputs<'_>) -> Verdicts {
     let naive_resets = u(&i.naive["resets"]);
     let (lo, hi) = binomial_999(naive_n, p);
     let naive_ok = (lo..=hi).contains(&(naive_resets as f64));
+    let pooled_resets = u(&i.pooled["resets"]);
+    let pooled_n = u(&i.pooled["succeeded"]) + pooled_resets;
+    let pooled_interval = binomial_999(pooled_n, p);
+    let pooled_ok = pooled_n > 0
+        && (pooled_interval.0..=pooled_interval.1).contains(&(pooled_resets as f64))
+        && u(&i.pooled["bytes_before_reset"]) == 0;
     let retry_success = i.retrying["success_percent"].as_f64().unwrap_or(0.0);
-    let callers_resets = naive_resets + u(&i.retrying["resets"]) + u(&probe["resets"]);
+    let callers_resets =
+        naive_resets + u(&i.retrying["resets"]) + u(&probe["resets"]) + pooled_resets;
     let kernel_resets = u(&agent["resets_observed"]);
     let counts_agree =
         kernel_resets == callers_resets && u(&agent["resets_issued"]) == kernel_resets;
@@ -90,6 +114,7 @@ fn judge(i: &Inputs<'_>) -> Verdicts {
     let prom_pass = i.report["prom_probe"]["verdict"] == "pass";
     let all_scraped = !i.scraped.is_empty() && i.scraped.iter().all(|(_, ok)| *ok);
     let ok = naive_ok
+        && pooled_ok
         && retry_success >= 99.0
         && counts_agree
         && cleanup_verified
@@ -104,6 +129,10 @@ fn judge(i: &Inputs<'_>) -> Verdicts {
         naive_resets,
         interval: (lo, hi),
         naive_ok,
+        pooled_n,
+        pooled_resets,
+        pooled_interval,
+        pooled_ok,
         retry_success,
         callers_resets,
         kernel_resets,
@@ -137,6 +166,7 @@ fn to_json(i: &Inputs<'_>, v: &Verdicts) -> Value {
         "controller_exit_code": i.controller_exit,
         "naive": i.naive,
         "retrying": i.retrying,
+        "pooled": i.pooled,
         "probe": i.report["probe"],
         "prom_probe": i.report["prom_probe"],
         "prometheus": {
@@ -145,6 +175,8 @@ fn to_json(i: &Inputs<'_>, v: &Verdicts) -> Value {
             "probe_pass": v.prom_pass,
         },
         "kernel": {
+            "unit": agent["unit"],
+            "requests_seen": agent["requests_seen"], "requests_selected": agent["requests_selected"],
             "flows_seen": agent["flows_seen"], "flows_selected": agent["flows_selected"],
             "resets_observed": agent["resets_observed"], "resets_issued": agent["resets_issued"],
             "reset_delay_ms": agent["reset_delay_ms"], "mode": agent["mode"],
@@ -152,6 +184,8 @@ fn to_json(i: &Inputs<'_>, v: &Verdicts) -> Value {
         "callers_observed_resets": v.callers_resets,
         "counts_agree": v.counts_agree,
         "naive_binomial_999": {"n": v.naive_n, "low": lo, "high": hi, "resets": v.naive_resets, "within": v.naive_ok},
+        "pooled_binomial_999": {"n": v.pooled_n, "low": v.pooled_interval.0, "high": v.pooled_interval.1,
+            "resets": v.pooled_resets, "within": v.pooled_ok},
         "retrying_success_percent": v.retry_success,
         "metrics_agree": v.metrics_agree,
         "cleanup": {"agent_verified": v.cleanup_verified, "lab_clean": v.lab_ok, "problem": i.lab_clean.clone().err()},
@@ -184,7 +218,11 @@ fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
         "{:<10} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9}",
         "caller", "requests", "resets", "other", "success%", "p50 ms", "p99 ms"
     );
-    for (name, c) in [("naive", i.naive), ("retrying", i.retrying)] {
+    for (name, c) in [
+        ("naive", i.naive),
+        ("retrying", i.retrying),
+        ("pooled", i.pooled),
+    ] {
         let _ = writeln!(
             t,
             "{:<10} {:>9} {:>8} {:>7} {:>9.2} {:>9.1} {:>9.1}",
@@ -193,8 +231,8 @@ fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
             u(&c["resets"]),
             u(&c["other_errors"]),
             c["success_percent"].as_f64().unwrap_or(0.0),
-            c["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-            c["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+            latency(c)["p50"].as_f64().unwrap_or(0.0),
+            latency(c)["p99"].as_f64().unwrap_or(0.0)
         );
     }
     let _ = writeln!(
@@ -219,25 +257,47 @@ fn text(i: &Inputs<'_>, v: &Verdicts) -> String {
             .map_or_else(|| "none".to_string(), |v| format!("{v:.1}")),
     );
     let _ = writeln!(t, "\n== kernel vs callers ==");
+    let _ = if agent["unit"] == "request" {
+        writeln!(
+            t,
+            "kernel: requests seen {}, selected {}, RSTs on the wire {}, resets issued {} (sockets destroyed), proxy accepted {}",
+            u(&agent["requests_seen"]),
+            u(&agent["requests_selected"]),
+            kernel_resets,
+            u(&agent["resets_issued"]),
+            u(&agent["proxy_accepted"])
+        )
+    } else {
+        writeln!(
+            t,
+            "kernel: flows seen {}, selected {}, RSTs on the wire {}, proxy resets issued {}",
+            u(&agent["flows_seen"]),
+            u(&agent["flows_selected"]),
+            kernel_resets,
+            u(&agent["resets_issued"])
+        )
+    };
     let _ = writeln!(
         t,
-        "kernel: flows seen {}, selected {}, RSTs on the wire {}, proxy resets issued {}",
-        u(&agent["flows_seen"]),
-        u(&agent["flows_selected"]),
-        kernel_resets,
-        u(&agent["resets_issued"])
-    );
-    let _ = writeln!(
-        t,
-        "callers: resets seen {callers_resets} (naive {naive_resets} + retrying {} + probe {})  -> {}",
+        "callers: resets seen {callers_resets} (naive {naive_resets} + retrying {} + probe {} + pooled {})  -> {}",
         u(&i.retrying["resets"]),
         u(&probe["resets"]),
+        v.pooled_resets,
         if v.counts_agree { "agree" } else { "MISMATCH" }
     );
     let _ = writeln!(
         t,
         "naive resets {naive_resets} of {naive_n}: 99.9% binomial interval [{lo:.0}, {hi:.0}] -> {}",
         if v.naive_ok { "inside" } else { "OUTSIDE" }
+    );
+    let (plo, phi) = v.pooled_interval;
+    let _ = writeln!(
+        t,
+        "pooled resets {} of {} on keep-alive connections ({} on the connections opened before the fault): 99.9% binomial interval [{plo:.0}, {phi:.0}] -> {}",
+        v.pooled_resets,
+        v.pooled_n,
+        u(&i.pooled["warm_resets"]),
+        if v.pooled_ok { "inside" } else { "OUTSIDE" }
     );
     let _ = writeln!(
         t,
