@@ -25,6 +25,22 @@ fn agent(lab: &Lab, args: &[&str]) -> Agent {
     Agent::start(&lab.vm, &all)
 }
 
+/// The request unit at TOXICITY 100 for a 30 s window, each request reset `reset_ms` after
+/// its first byte.
+fn every_request(lab: &Lab, reset_ms: u64) -> Agent {
+    agent(
+        lab,
+        &[
+            "--toxicity",
+            "100",
+            "--reset-timeout",
+            &reset_ms.to_string(),
+            "--total-chaos-duration",
+            "30",
+        ],
+    )
+}
+
 /// The pooled caller in the caller namespace, to its end.
 fn pooled(ns: &Netns, url: &str, args: &[&str]) -> Value {
     let out = ns
@@ -176,17 +192,7 @@ fn connections_opened_before_the_window_are_reset_in_it() {
         assert_eq!(err.read(&mut byte).expect("read"), 1, "caller ended early");
         seen.push(byte[0]);
     }
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "50",
-            "--total-chaos-duration",
-            "30",
-        ],
-    );
+    let mut a = every_request(&lab, 50);
     caller
         .stdin
         .take()
@@ -396,17 +402,7 @@ fn pipelined_split_and_pending_requests() {
     let run = a.finish();
     assert_eq!(u(run.report(), "requests_seen"), 2, "{}", run.report());
 
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "300",
-            "--total-chaos-duration",
-            "30",
-        ],
-    );
+    let mut a = every_request(&lab, 300);
     let (t, bytes, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         s.write_all(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -439,17 +435,7 @@ fn the_service_closing_first_still_gives_one_reset() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "300",
-            "--total-chaos-duration",
-            "30",
-        ],
-    );
+    let mut a = every_request(&lab, 300);
     let (t, bytes, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         s.write_all(b"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -476,17 +462,7 @@ fn ipv6_requests_are_reset() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "100",
-            "--total-chaos-duration",
-            "30",
-        ],
-    );
+    let mut a = every_request(&lab, 100);
     let out = pooled(&lab.caller, &lab.url(true, 80, "/"), &["--requests", "20"]);
     a.signal("TERM");
     let run = a.finish();
@@ -502,17 +478,7 @@ fn non_http_flows_are_opaque_and_selected_whole() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "200",
-            "--total-chaos-duration",
-            "30",
-        ],
-    );
+    let mut a = every_request(&lab, 200);
     let (t, _, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         // A TLS ClientHello record header and a few bytes.

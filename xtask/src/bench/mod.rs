@@ -149,7 +149,7 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
     // Every setup is measured against direct in interleaved pairs (throughput.rs).
     // Both units in kernel mode at TOXICITY 0 and 50; userspace mode (every connection through
     // the proxy, what a proxy-based peer pays) in both units.
-    let mut setups: Vec<Setup> = [
+    let mut setups = agents(&[
         ("kernel", "request", 0.0),
         ("kernel", "request", 50.0),
         ("kernel", "connection", 0.0),
@@ -157,14 +157,7 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         ("userspace", "request", 0.0),
         ("userspace", "connection", 0.0),
         ("userspace", "connection", 50.0),
-    ]
-    .into_iter()
-    .map(|(mode, unit, toxicity)| Setup::Agent {
-        mode,
-        unit,
-        toxicity,
-    })
-    .collect();
+    ]);
     setups.push(Setup::Haproxy);
     let toxy_ok = paths.node_modules.is_some()
         && usable(&mut b, &Setup::Toxy { toxicity: 0.0 }, &mut skipped);
@@ -192,19 +185,12 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::max);
     if direct_max.is_finite() {
-        let mut open: Vec<Setup> = [
+        let mut open = agents(&[
             ("kernel", "request", 50.0),
             ("kernel", "connection", 0.0),
             ("kernel", "connection", 50.0),
             ("userspace", "connection", 50.0),
-        ]
-        .into_iter()
-        .map(|(mode, unit, toxicity)| Setup::Agent {
-            mode,
-            unit,
-            toxicity,
-        })
-        .collect();
+        ]);
         if haproxy_ok {
             open.push(Setup::Haproxy);
         }
@@ -216,14 +202,11 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
     } else {
         skipped.push("open-loop latency: no direct maximum was measured".into());
     }
-    let mut keepalive: Vec<Setup> = [("kernel", 0.0), ("kernel", 50.0), ("userspace", 0.0)]
-        .into_iter()
-        .map(|(mode, toxicity)| Setup::Agent {
-            mode,
-            unit: "request",
-            toxicity,
-        })
-        .collect();
+    let mut keepalive = agents(&[
+        ("kernel", "request", 0.0),
+        ("kernel", "request", 50.0),
+        ("userspace", "request", 0.0),
+    ]);
     if haproxy_ok {
         keepalive.push(Setup::Haproxy);
     }
@@ -232,14 +215,10 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         "keep-alive latency",
         &mut skipped,
     );
-    let mut delay_setups: Vec<Setup> = ["kernel", "userspace"]
-        .into_iter()
-        .map(|mode| Setup::Agent {
-            mode,
-            unit: "connection",
-            toxicity: 100.0,
-        })
-        .collect();
+    let mut delay_setups = agents(&[
+        ("kernel", "connection", 100.0),
+        ("userspace", "connection", 100.0),
+    ]);
     if toxy_ok {
         delay_setups.push(Setup::Toxy { toxicity: 100.0 });
     }
@@ -295,6 +274,17 @@ pub fn run(quick: bool, pin: bool) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// reset-peer setups: (mode, unit, TOXICITY).
+fn agents(list: &[(&'static str, &'static str, f64)]) -> Vec<Setup> {
+    list.iter()
+        .map(|&(mode, unit, toxicity)| Setup::Agent {
+            mode,
+            unit,
+            toxicity,
+        })
+        .collect()
 }
 
 /// Starts a peer once (toxy without a poison) and checks that it answers plain requests, so a

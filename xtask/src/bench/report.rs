@@ -9,7 +9,7 @@ use super::{
     delay::{DelayRow, ErrPct},
     held::{HELD_GOAL_MIB, HeldRow},
     precision::{PrecisionRow, REQUEST_PRECISION_N, RateRow, RequestPrecisionRow},
-    setup::{Lifecycle, median},
+    setup::{Lifecycle, Median, median},
     stats::{Goal, Paired},
     throughput::{KeepaliveRow, OpenLoopRow, ThroughputRow},
 };
@@ -116,6 +116,25 @@ fn paired_cell(p: &Paired) -> String {
     )
 }
 
+/// `| setup | p99 ratio | p99 (direct) | p50 (direct) | answered | reset | other |`.
+fn latency_row(
+    s: &mut String,
+    label: &str,
+    ratio: &Paired,
+    [p99, d99, p50, d50]: [&Median; 4],
+    [answered, resets, other]: [u64; 3],
+) {
+    let _ = writeln!(
+        s,
+        "| {label} | {} | {} ({}) | {} ({}) | {answered} | {resets} | {other} |",
+        paired_cell(ratio),
+        f(p99.median, 3),
+        f(d99.median, 3),
+        f(p50.median, 3),
+        f(d50.median, 3),
+    );
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -184,18 +203,12 @@ pub fn markdown(r: &Report) -> String {
             r.parameters["pairs"], r.parameters["open_loop_seconds"]
         );
         for o in &r.open_loop {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} |",
-                o.label,
-                paired_cell(&o.p99_ratio),
-                f(o.p99_ms.median, 3),
-                f(o.direct_p99_ms.median, 3),
-                f(o.p50_ms.median, 3),
-                f(o.direct_p50_ms.median, 3),
-                o.answered,
-                o.resets,
-                o.failed_other
+            latency_row(
+                &mut s,
+                &o.label,
+                &o.p99_ratio,
+                [&o.p99_ms, &o.direct_p99_ms, &o.p50_ms, &o.direct_p50_ms],
+                [o.answered, o.resets, o.failed_other],
             );
         }
         s.push('\n');
@@ -219,18 +232,12 @@ pub fn markdown(r: &Report) -> String {
             r.parameters["open_loop_seconds"]
         );
         for o in &r.keepalive {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} |",
-                o.label,
-                paired_cell(&o.p99_ratio),
-                f(o.p99_ms.median, 3),
-                f(o.direct_p99_ms.median, 3),
-                f(o.p50_ms.median, 3),
-                f(o.direct_p50_ms.median, 3),
-                o.answered,
-                o.resets,
-                o.other
+            latency_row(
+                &mut s,
+                &o.label,
+                &o.p99_ratio,
+                [&o.p99_ms, &o.direct_p99_ms, &o.p50_ms, &o.direct_p50_ms],
+                [o.answered, o.resets, o.other],
             );
         }
         s.push('\n');

@@ -146,6 +146,31 @@ pub fn throughput(b: &mut Bench, setups: &[Setup]) -> anyhow::Result<Vec<Through
     Ok(rows)
 }
 
+/// `pairs` pairs of `run` against direct (port 80) and against `s` in place (its port, a 1 ms
+/// RESET_TIMEOUT), the order within each pair drawn at random: (direct halves, setup halves).
+fn in_pairs<T>(
+    b: &mut Bench,
+    s: &Setup,
+    rng: &mut Rng,
+    run: impl Fn(&Bench, u16) -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<T>, Vec<T>)> {
+    let (mut direct, mut fault) = (Vec::new(), Vec::new());
+    for _ in 0..b.p.pairs {
+        let fault_first = rng.coin();
+        if !fault_first {
+            direct.push(run(b, 80)?);
+        }
+        let running = b.start(s, 1)?;
+        let got = run(b, s.port());
+        b.stop(running, s)?;
+        fault.push(got?);
+        if fault_first {
+            direct.push(run(b, 80)?);
+        }
+    }
+    Ok((direct, fault))
+}
+
 #[derive(Serialize)]
 pub struct OpenLoopRow {
     pub setup: Setup,
@@ -194,20 +219,7 @@ pub fn open_loop(b: &mut Bench, setups: &[Setup], rate: f64) -> anyhow::Result<V
             s.label(),
             b.p.pairs
         );
-        let (mut direct, mut fault) = (Vec::new(), Vec::new());
-        for _ in 0..b.p.pairs {
-            let fault_first = rng.coin();
-            if !fault_first {
-                direct.push(run(b, 80)?);
-            }
-            let running = b.start(s, 1)?;
-            let got = run(b, s.port());
-            b.stop(running, s)?;
-            fault.push(got?);
-            if fault_first {
-                direct.push(run(b, 80)?);
-            }
-        }
+        let (direct, fault) = in_pairs(b, s, &mut rng, run)?;
         let ratios = fault
             .iter()
             .zip(&direct)
@@ -289,20 +301,7 @@ pub fn keepalive_open_loop(b: &mut Bench, setups: &[Setup]) -> anyhow::Result<Ve
             s.label(),
             b.p.pairs
         );
-        let (mut direct, mut fault) = (Vec::new(), Vec::new());
-        for _ in 0..b.p.pairs {
-            let fault_first = rng.coin();
-            if !fault_first {
-                direct.push(run(b, 80)?);
-            }
-            let running = b.start(s, 1)?;
-            let got = run(b, s.port());
-            b.stop(running, s)?;
-            fault.push(got?);
-            if fault_first {
-                direct.push(run(b, 80)?);
-            }
-        }
+        let (direct, fault) = in_pairs(b, s, &mut rng, run)?;
         let ratios = fault
             .iter()
             .zip(&direct)
