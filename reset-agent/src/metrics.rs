@@ -268,6 +268,21 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Binds `addr` and serves this host's metrics there until the returned task is aborted.
+pub async fn start(
+    addr: SocketAddr,
+    port: u16,
+    reset_timeout: Duration,
+) -> std::io::Result<(Metrics, tokio::task::JoinHandle<()>)> {
+    let listener = bind(addr).await?;
+    let host = nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let m = Metrics::new(&host, port, reset_timeout);
+    let server = tokio::spawn(serve(listener, m.clone()));
+    Ok((m, server))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

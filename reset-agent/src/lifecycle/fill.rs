@@ -155,3 +155,14 @@ pub fn from_kernel(report: &mut Report, o: &dyn Observe, unit: Unit) {
     }
     report.ebpf_log_records = o.log_records();
 }
+
+/// A run stopped during the ramp before the window: nothing was installed, so nothing was
+/// removed, and `verified` says the host is clean.
+pub fn stopped_before_install(report: &mut Report, verified: bool) {
+    report.aborted = true;
+    report.started_at = now_rfc3339();
+    report.ended_at = report.started_at.clone();
+    report.cleanup.nft_table_removed = true;
+    report.cleanup.ebpf_detached = true;
+    report.cleanup.verified = verified;
+}

@@ -92,6 +92,7 @@ async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
 }
 
 /// What is installed, in install order; torn down in reverse by `teardown`.
+#[derive(Default)]
 struct Installed {
     observer: Option<Box<dyn Observe>>,
     steer: Option<Box<dyn Steer>>,
@@ -121,45 +122,23 @@ pub async fn run(
     }
     let listeners = parts.bind(&cfg)?;
     let metrics = match metrics_addr {
-        Some(addr) => {
-            let listener = crate::metrics::bind(addr)
+        Some(addr) => Some(
+            crate::metrics::start(addr, cfg.target_port, cfg.reset_timeout)
                 .await
-                .map_err(|source| RunError::MetricsListen { addr, source })?;
-            let host = nix::sys::utsname::uname()
-                .map(|u| u.nodename().to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let m = Metrics::new(&host, cfg.target_port, cfg.reset_timeout);
-            let server = tokio::spawn(crate::metrics::serve(listener, m.clone()));
-            Some((m, server))
-        }
+                .map_err(|source| RunError::MetricsListen { addr, source })?,
+        ),
         None => None,
     };
     let mut report = Report::new(&cfg);
 
     // Ramp before the window: nothing installed yet.
-    if !cfg.ramp.is_zero() {
-        progress.step("ramp before the window");
-        status::update(&status, |s| s.phase = "ramp".into());
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.ramp) => {}
-            s = stopped(&mut stop) => {
-                report.aborted = true;
-                report.started_at = now_rfc3339();
-                report.ended_at = report.started_at.clone();
-                report.cleanup.nft_table_removed = true;
-                report.cleanup.ebpf_detached = true;
-                report.cleanup.verified = parts.verify(&cfg);
-                return Ok(finish(report, report_path.as_deref(), Ending::Stopped(s)));
-            }
-        }
+    if let Some(s) = ramp_before(&cfg, &status, &mut stop, progress).await {
+        fill::stopped_before_install(&mut report, parts.verify(&cfg));
+        return Ok(finish(report, report_path.as_deref(), Ending::Stopped(s)));
     }
 
     status::update(&status, |s| s.phase = "installing".into());
-    let mut installed = Installed {
-        observer: None,
-        steer: None,
-        data: None,
-    };
+    let mut installed = Installed::default();
     let installing = install(
         &cfg,
         &host,
@@ -173,18 +152,11 @@ pub async fn run(
         teardown(&cfg, parts, installed, &mut report, progress).await;
         return Err(e);
     }
-    let kernel = installed.observer.is_some();
-    let steer = installed.steer.as_ref().expect("installed");
-    fill::installed_status(&status, &report, steer.rule_text());
+    let rule = installed.steer.as_ref().expect("installed").rule_text();
+    fill::installed_status(&status, &report, rule);
 
     // The window.
-    if let Some(o) = installed.observer.as_mut()
-        && let Err(e) = o.set_window(true)
-    {
-        report
-            .errors
-            .push(format!("opening the window failed: {e}"));
-    }
+    set_window(&mut installed, true, &mut report);
     report.started_at = now_rfc3339();
     progress.step("fault active");
     status::update(&status, |s| {
@@ -194,31 +166,14 @@ pub async fn run(
     let stopped_by = window(&cfg, &installed, &metrics, &status, &mut stop, progress).await;
 
     // 1. Stop selecting.
-    if let Some(o) = installed.observer.as_mut()
-        && let Err(e) = o.set_window(false)
-    {
-        report
-            .errors
-            .push(format!("closing the window failed: {e}"));
-    }
-    report.ended_at = now_rfc3339();
-    if !kernel
-        && let Some(s) = installed.steer.as_mut()
-        && let Err(e) = s.stop_steering()
-    {
-        report
-            .errors
-            .push(format!("stopping the steering rule failed: {e}"));
-    }
+    stop_selecting(&mut installed, &mut report);
     progress.step("window closed: nothing new is selected");
     status::update(&status, |s| s.phase = "draining".into());
 
     // 2. Let held connections and pending requests reach their reset (at once on a stop).
     let stopped_by = match stopped_by {
         Some(s) => {
-            if let Some(d) = &installed.data {
-                d.abort();
-            }
+            installed.data.as_ref().inspect(|d| d.abort());
             Some(s)
         }
         None => drain(&cfg, installed.data.as_deref(), &mut stop).await,
@@ -239,16 +194,56 @@ pub async fn run(
     // Ramp after the window (skipped on a stop). Final metrics stay scrapeable meanwhile.
     if stopped_by.is_none() && !cfg.ramp.is_zero() {
         progress.step("ramp after the window");
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.ramp) => {}
-            _ = stopped(&mut stop) => {}
-        }
+        let _ = tokio::time::timeout(cfg.ramp, stopped(&mut stop)).await;
     }
     let ending = match stopped_by {
         Some(s) => Ending::Stopped(s),
         None => Ending::Completed,
     };
     Ok(finish(report, report_path.as_deref(), ending))
+}
+
+/// RAMP_TIME before the window; a stop during it ends the run (nothing is installed yet).
+async fn ramp_before(
+    cfg: &Config,
+    status: &status::Shared,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    progress: &dyn Progress,
+) -> Option<Stop> {
+    if cfg.ramp.is_zero() {
+        return None;
+    }
+    progress.step("ramp before the window");
+    status::update(status, |s| s.phase = "ramp".into());
+    tokio::select! {
+        _ = tokio::time::sleep(cfg.ramp) => None,
+        s = stopped(stop) => Some(s),
+    }
+}
+
+/// Opens or closes the kernel's selection window (kernel mode); a failure goes to the report.
+fn set_window(installed: &mut Installed, open: bool, report: &mut Report) {
+    if let Some(o) = installed.observer.as_mut()
+        && let Err(e) = o.set_window(open)
+    {
+        let what = if open { "opening" } else { "closing" };
+        report.errors.push(format!("{what} the window failed: {e}"));
+    }
+}
+
+/// Closes the kernel's window, or in userspace mode stops steering new connections; held ones
+/// keep their sockets.
+fn stop_selecting(installed: &mut Installed, report: &mut Report) {
+    set_window(installed, false, report);
+    report.ended_at = now_rfc3339();
+    if installed.observer.is_none()
+        && let Some(s) = installed.steer.as_mut()
+        && let Err(e) = s.stop_steering()
+    {
+        report
+            .errors
+            .push(format!("stopping the steering rule failed: {e}"));
+    }
 }
 
 /// Observer (kernel mode, or the reason it is not used), steering rule, data path. What was
