@@ -74,13 +74,22 @@ fn never() -> std::future::Pending<()> {
     std::future::pending()
 }
 
+/// A window that closes once the observer heard `n` evaluations (at most 20 s): the test does
+/// not depend on how fast a loaded machine schedules the probe.
+async fn after_evaluations(obs: &Recorder, n: u64) {
+    let t0 = std::time::Instant::now();
+    while obs.0.lock().unwrap().0 < n && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn continuous_holds_every_evaluation_to_the_comparator() {
     let (base, _) = prometheus(&["1", "2", "5"]).await;
     let obs = Recorder::default();
-    let stop = tokio::time::sleep(Duration::from_millis(190));
+    let stop = after_evaluations(&obs, 4);
     let r = run(&settings(&base, PromMode::Continuous), stop, never(), &obs).await;
-    assert!(r.evaluations >= 4, "every 20 ms for 190 ms: {r:?}");
+    assert!(r.evaluations >= 4, "every 20 ms until 4 were heard: {r:?}");
     assert_eq!((r.held, r.verdict), (r.evaluations, Verdict::Pass), "{r:?}");
     assert_eq!(r.last_value, Some(5.0));
     let seen = obs.0.lock().unwrap().clone();
@@ -92,7 +101,7 @@ async fn continuous_holds_every_evaluation_to_the_comparator() {
 
     // One value that does not hold, mid-window, fails the probe.
     let (base, _) = prometheus(&["1", "1", "0", "3"]).await;
-    let stop = tokio::time::sleep(Duration::from_millis(190));
+    let stop = after_evaluations(&obs, 4);
     let r = run(&settings(&base, PromMode::Continuous), stop, never(), &obs).await;
     assert_eq!((r.not_held, r.verdict), (1, Verdict::Fail), "{r:?}");
     assert_eq!(r.first_not_held.as_ref().map(|s| s.value), Some(0.0));
@@ -142,7 +151,7 @@ async fn an_unreachable_prometheus_is_an_error_at_every_evaluation() {
     let base = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
     drop(l);
     let obs = Recorder::default();
-    let stop = tokio::time::sleep(Duration::from_millis(90));
+    let stop = after_evaluations(&obs, 2);
     let r = run(&settings(&base, PromMode::Continuous), stop, never(), &obs).await;
     assert!(r.errors >= 2 && r.errors == r.evaluations, "{r:?}");
     assert_eq!(r.verdict, Verdict::Error);
