@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::{CALLER_METRICS, VM_V4};
 
 /// The pooled caller's keep-alive connections.
-pub const POOL_CONNECTIONS: u32 = 8;
+pub const POOL_CONNECTIONS: u32 = 16;
 
 /// A caller process, its last progress report and, for the pooled caller, its warm-up.
 pub struct Caller {
