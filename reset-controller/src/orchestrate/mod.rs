@@ -197,7 +197,7 @@ async fn inject_one(
     let grace = GRACE + cfg.fault.reset_timeout;
     let ttl = cfg.targets.guest_files_ttl;
     r.set_interface(&cfg.fault.network_interface);
-    r.set_agent_metrics(cfg.agent_metrics);
+    r.set_run(cfg.agent_metrics, cfg.targets.vms.len());
     if let Err(e) = r
         .inject(window, grace, ttl, abort, login_at, fault_window)
         .await

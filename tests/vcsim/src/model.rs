@@ -116,6 +116,24 @@ pub struct Sim {
     pub profile: Arc<Profile>,
     log: Option<Arc<RequestLog>>,
     inner: Arc<Mutex<Inner>>,
+    /// Requests being answered right now (SOAP calls and /guestFile transfers).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One request being answered; [`Arrival::count`] is how many were, itself included, when it
+/// arrived (the request log's `in_flight`: its maximum is the client's peak concurrency).
+#[derive(Debug)]
+pub struct Arrival {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests in flight when this one arrived, itself included.
+    pub count: usize,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A fresh unguessable token.
@@ -139,6 +157,19 @@ impl Sim {
                 procs,
                 ..Inner::default()
             })),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A request arrives; it counts as in flight until the [`Arrival`] drops.
+    pub fn arrive(&self) -> Arrival {
+        let count = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        Arrival {
+            in_flight: self.in_flight.clone(),
+            count,
         }
     }
 

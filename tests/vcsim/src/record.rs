@@ -1,7 +1,8 @@
 //! The request log (`--request-log FILE`): one JSON object per line for every HTTP request
 //! the simulator answers, so tests can check what a client really sent: the SOAPAction of
 //! each call (the API version it negotiated), the SOAP body (passwords replaced), which path
-//! it fetched the version document from, and which listener a /guestFile transfer reached.
+//! it fetched the version document from, which listener a /guestFile transfer reached, and
+//! how many requests were in flight when each arrived.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -26,6 +27,10 @@ pub struct Entry<'a> {
     /// The SOAP request body, with every `<password>` replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// SOAP calls and /guestFile transfers being answered when this one arrived, itself
+    /// included: the client's concurrency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
 }
 
 /// An append-only JSON-lines file.

@@ -162,11 +162,12 @@ async fn run(
     Ok(())
 }
 
-fn record(app: &App, http: String, status: StatusCode) {
+fn record(app: &App, http: String, status: StatusCode, in_flight: Option<usize>) {
     app.sim.record(&Entry {
         listener: app.listener,
         http,
         status: status.as_u16(),
+        in_flight,
         ..Entry::default()
     });
 }
@@ -174,10 +175,10 @@ fn record(app: &App, http: String, status: StatusCode) {
 async fn versions(State(app): State<App>) -> Response {
     let http = "GET /sdk/vimServiceVersions.xml".to_string();
     if app.sim.profile.no_versions_doc {
-        record(&app, http, StatusCode::NOT_FOUND);
+        record(&app, http, StatusCode::NOT_FOUND, None);
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     }
-    record(&app, http, StatusCode::OK);
+    record(&app, http, StatusCode::OK, None);
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
         app.sim.profile.product.versions_doc(),
@@ -190,11 +191,13 @@ async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response
         &app,
         format!("{method} {}", uri.path()),
         StatusCode::NOT_FOUND,
+        None,
     );
     (StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 async fn soap(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let arrival = app.sim.arrive();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response();
     };
@@ -212,6 +215,7 @@ async fn soap(State(app): State<App>, headers: HeaderMap, body: Body) -> Respons
         soap_action: headers.get("soapaction").and_then(|v| v.to_str().ok()),
         method: Some(r.method.as_str()).filter(|m| !m.is_empty()),
         body: Some(redact_passwords(&body)),
+        in_flight: Some(arrival.count),
     });
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (
@@ -246,14 +250,26 @@ struct TransferQuery {
 }
 
 async fn upload(State(app): State<App>, q: Query<TransferQuery>, body: Body) -> Response {
+    let arrival = app.sim.arrive();
     let r = put_file(&app, q, body).await;
-    record(&app, "PUT /guestFile".into(), r.status());
+    record(
+        &app,
+        "PUT /guestFile".into(),
+        r.status(),
+        Some(arrival.count),
+    );
     r
 }
 
 async fn download(State(app): State<App>, q: Query<TransferQuery>) -> Response {
+    let arrival = app.sim.arrive();
     let r = get_file(&app, q).await;
-    record(&app, "GET /guestFile".into(), r.status());
+    record(
+        &app,
+        "GET /guestFile".into(),
+        r.status(),
+        Some(arrival.count),
+    );
     r
 }
 

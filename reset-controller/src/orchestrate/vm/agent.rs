@@ -20,8 +20,17 @@ const MAX_REPORT_BYTES: usize = 8 << 20;
 const MAX_LOG_BYTES: usize = 4 << 20;
 /// Lines of agent log quoted in an error.
 const LOG_TAIL_LINES: usize = 20;
-/// How often the agent is polled.
+/// How often one agent is polled when the run has few VMs.
 const POLL: Duration = Duration::from_millis(500);
+/// The poll interval grows by this per VM of the run, so a run over many VMs asks vCenter
+/// (ListProcessesInGuest) about 20 times a second at most, however many VMs it covers: 50 VMs
+/// are polled every 2.5 s each. An agent's end is noticed at most one interval late.
+const POLL_PER_VM: Duration = Duration::from_millis(50);
+
+/// How often each agent is polled in a run over `vms` VMs.
+pub fn poll_interval(vms: usize) -> Duration {
+    POLL.max(POLL_PER_VM * u32::try_from(vms).unwrap_or(u32::MAX))
+}
 /// Time the agent gets to stop after SIGTERM before TerminateProcessInGuest.
 const STOP_GRACE: Duration = Duration::from_secs(4);
 /// Time `reset-agent cleanup` gets on abort.
@@ -77,7 +86,8 @@ impl VmRun {
             window.as_secs()
         ));
         self.start_janitor(&l, &d, pid, files_ttl).await;
-        let outcome = match l.wait(pid, window + grace, POLL, abort).await {
+        let poll = poll_interval(self.vms_in_run);
+        let outcome = match l.wait(pid, window + grace, poll, abort).await {
             Ok(o) => o,
             Err(e @ (VcError::Unreachable { .. } | VcError::ConnectionLost { .. })) => {
                 return Err(VmError::VcenterLost {
@@ -308,5 +318,17 @@ impl VmRun {
             .await
             .map_err(VmError::from)?;
         Ok((code, String::from_utf8_lossy(&out).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_vms_are_polled_less_often_each() {
+        assert_eq!(poll_interval(1), POLL);
+        assert_eq!(poll_interval(10), POLL);
+        assert_eq!(poll_interval(50), Duration::from_millis(2500));
     }
 }

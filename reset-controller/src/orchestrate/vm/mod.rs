@@ -28,6 +28,8 @@ pub struct VmRun {
     interface: String,
     /// AGENT_METRICS_LISTEN, passed to `reset-agent run` as `--metrics-listen`.
     agent_metrics: Option<std::net::SocketAddr>,
+    /// How many VMs the run covers (the agent poll interval grows with it).
+    vms_in_run: usize,
     progress: Progress,
     metrics: Metrics,
 }
@@ -47,6 +49,7 @@ impl VmRun {
             janitor: None,
             interface: String::new(),
             agent_metrics: None,
+            vms_in_run: 1,
             progress,
             metrics,
         }
@@ -92,9 +95,11 @@ impl VmRun {
         self.interface = interface.to_string();
     }
 
-    /// Where the agent serves its metrics in the guest (AGENT_METRICS_LISTEN), if anywhere.
-    pub fn set_agent_metrics(&mut self, listen: Option<std::net::SocketAddr>) {
-        self.agent_metrics = listen;
+    /// Where the agent serves its metrics in the guest (AGENT_METRICS_LISTEN), if anywhere,
+    /// and how many VMs the run covers (how often the agent is polled).
+    pub fn set_run(&mut self, agent_metrics: Option<std::net::SocketAddr>, vms: usize) {
+        self.agent_metrics = agent_metrics;
+        self.vms_in_run = vms.max(1);
     }
 
     /// The launcher, once staged.
