@@ -20,7 +20,8 @@ pub use fresh::prove_fresh;
 /// iptables for the iptables-nft guest firewall test), callers and peers (curl, wrk, haproxy),
 /// the govmomi simulator (golang), pyvmomi (python3-pip), the Prometheus the Prometheus probe's
 /// tests and the demo start (prometheus; its service is never used: each test and the demo run
-/// their own with their own config and data dir).
+/// their own with their own config and data dir), the controller's OCI image (umoci builds it;
+/// podman with runc runs it in tests/tests/image.rs; ca-certificates is the image's CA bundle).
 pub const APT_PACKAGES: &[&str] = &[
     "libnftnl-dev",
     "libmnl-dev",
@@ -39,6 +40,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "golang-github-vmware-govmomi-dev",
     "python3",
     "prometheus",
+    "umoci",
+    "podman",
+    "runc",
+    "ca-certificates",
     // bench plots
     "fonts-dejavu-core",
 ];
@@ -84,6 +89,16 @@ pub fn run() -> anyhow::Result<()> {
         cargo_deny,
     )?;
     step("pyvmomi", "python3 -m pip install pyvmomi", pyvmomi)?;
+    step(
+        "kubernetes-validate (the manifests' schemas: latest, and 1.21)",
+        "cargo xtask setup",
+        kubernetes_validate,
+    )?;
+    step(
+        "Rust's x86_64-unknown-linux-musl target (the static controller of the image)",
+        "rustup target add x86_64-unknown-linux-musl",
+        musl_target,
+    )?;
     step(
         "Debian 11 userland for the portable-agent test",
         "cargo xtask setup",
@@ -362,6 +377,70 @@ fn debian11_rootfs() -> anyhow::Result<()> {
         "debootstrap bullseye minbase + libnftnl11 libmnl0\n",
     )
     .with_context(|| format!("write {}", marker.display()))
+}
+
+/// The last kubernetes-validate release that ships the Kubernetes 1.21 schemas (newer ones start
+/// at 1.25); installed apart from the newest, which has the latest schemas.
+pub const KUBERNETES_VALIDATE_121: &str = "1.28.3";
+
+/// kubernetes-validate from PyPI, twice: the newest (on PATH) and, in the cache, the last
+/// release with the 1.21 schemas (tests/tests/kubernetes.rs runs it with PYTHONPATH).
+fn kubernetes_validate() -> anyhow::Result<()> {
+    if sh::ok(Command::new("kubernetes-validate").arg("--version")) {
+        eprintln!("setup: kubernetes-validate present");
+    } else {
+        pip_install("kubernetes-validate")?;
+    }
+    let dir = cache_dir().join(format!("kubernetes-validate-{KUBERNETES_VALIDATE_121}"));
+    let marker = dir.join(".reset-peer-complete");
+    if marker.exists() {
+        eprintln!(
+            "setup: kubernetes-validate {KUBERNETES_VALIDATE_121} (1.21 schemas) present ({})",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Its dependencies are the newest release's, installed above.
+    sh::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_121}")),
+    )?;
+    if !dir
+        .join("kubernetes_validate/kubernetes-json-schema/v1.21.0-local-strict")
+        .is_dir()
+    {
+        bail!(
+            "kubernetes-validate {KUBERNETES_VALIDATE_121} in {} has no 1.21 schemas",
+            dir.display()
+        );
+    }
+    std::fs::write(&marker, "pip install --target\n")
+        .with_context(|| format!("write {}", marker.display()))
+}
+
+/// The musl target, for `cargo xtask image`'s static controller (linked by zig).
+fn musl_target() -> anyhow::Result<()> {
+    let installed = sh::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if installed
+        .lines()
+        .any(|l| l.trim() == "x86_64-unknown-linux-musl")
+    {
+        eprintln!("setup: x86_64-unknown-linux-musl target present");
+        return Ok(());
+    }
+    sh::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))
 }
 
 fn pyvmomi() -> anyhow::Result<()> {
