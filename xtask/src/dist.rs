@@ -89,7 +89,7 @@ fn link_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Cargo's target directory (CARGO_TARGET_DIR or build.target-dir respected), from
 /// `cargo metadata`.
-fn target_dir() -> anyhow::Result<PathBuf> {
+pub fn target_dir() -> anyhow::Result<PathBuf> {
     let out = sh::output(sh::cargo().current_dir(sh::root()).args([
         "metadata",
         "--format-version",

@@ -1,8 +1,8 @@
 //! Project automation (`cargo xtask ...`): the two README commands and their helpers.
 //!
 //! Owns: bootstrapping a fresh machine (`setup`), the whole test gate (`test`), the end-to-end
-//! demonstration (`demo`), benchmarks (`bench`), the agent artifact (`dist`),
-//! the dependency policy (`deny`) and bounded fuzzing (`fuzz`). Must not:
+//! demonstration (`demo`), benchmarks (`bench`), the agent artifact (`dist`), the controller's
+//! OCI image (`image`), the dependency policy (`deny`) and bounded fuzzing (`fuzz`). Must not:
 //! contain product logic; it only builds, starts and checks the repo's own programs.
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ mod demo;
 mod deny;
 mod dist;
 mod fuzz;
+mod image;
 mod setup;
 mod sh;
 mod test;
@@ -36,7 +37,8 @@ enum Cmd {
         pin: bool,
     },
     /// Install what a fresh machine lacks (idempotent): Debian packages, the pinned nightly with
-    /// rust-src, bpf-linker, clippy/rustfmt, zig + cargo-zigbuild, cargo-deny, pyvmomi.
+    /// rust-src, bpf-linker, clippy/rustfmt, zig + cargo-zigbuild, cargo-deny, pyvmomi,
+    /// kubernetes-validate, the musl target.
     Setup {
         /// Also build bpf-linker from nothing into a scratch prefix and link the eBPF object
         /// with it (CI runs this every time, so the install branch cannot rot unseen).
@@ -52,6 +54,9 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// The agent for guests (glibc >= 2.28, the guest's libnftnl/libmnl): <target dir>/dist/reset-agent.
     Dist,
+    /// An OCI image of the controller (static, musl) with the agent inside, no base image:
+    /// <target dir>/image/oci (layout) and <target dir>/image/reset-controller-VERSION.oci.tar.
+    Image,
     /// fmt check, clippy -D warnings, unit tests, privileged end-to-end tests (runs setup first).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -83,6 +88,7 @@ impl Cmd {
             Cmd::Deny => "deny",
             Cmd::Fuzz(_) => "fuzz",
             Cmd::Dist => "dist",
+            Cmd::Image => "image",
             Cmd::Test { .. } => "test",
         }
     }
@@ -109,6 +115,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Dist => {
             setup::run()?;
             dist::run().map(drop)
+        }
+        Cmd::Image => {
+            setup::run()?;
+            image::run().map(drop)
         }
         Cmd::Demo(args) => {
             if !args.no_build {

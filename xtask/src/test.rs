@@ -39,9 +39,13 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             )
         },
     )?;
-    // tests/tests/dist.rs checks and runs the portable agent.
+    // tests/tests/dist.rs checks and runs the portable agent; tests/tests/image.rs the image
+    // (which carries that agent).
     sh::step("test step `dist`", "cargo xtask dist", || {
         crate::dist::run().map(drop)
+    })?;
+    sh::step("test step `image`", "cargo xtask image", || {
+        crate::image::run().map(drop)
     })?;
     let mut test = sh::cargo();
     test.current_dir(&root).args(["test", "--workspace"]);
