@@ -7,13 +7,14 @@
 //! injection and after the last. One VM's failure never stops the others.
 //!
 //! The fault window (`window`) opens when the first agent starts and closes when the
-//! last injection has ended; the HTTP probe runs inside it. Phases and the agents'
+//! last injection has ended; the probes run inside it (`probes`). Phases and the agents'
 //! counters are recorded into the run's metrics as they happen.
 
 pub mod abort;
 pub mod error;
 pub mod guest_dir;
 pub mod launcher;
+pub mod probes;
 pub mod progress;
 pub mod vm;
 pub mod window;
@@ -23,16 +24,13 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use crate::config::{
-    ProbeSettings, PromProbeSettings, RunConfig, Sequence, Targets, VcenterSettings,
-};
+use crate::config::{RunConfig, Sequence, Targets, VcenterSettings};
 use crate::metrics::Metrics;
-use crate::probe::prom::PromProbeReport;
-use crate::probe::{self, ProbeReport};
 use crate::report::{RunReport, VmReport, VmStatus};
 use crate::vcenter::{Guest, GuestAuth, Session, VcError, inventory};
 use abort::{ABORT_BUDGET, Abort};
 use error::VmError;
+use probes::Probes;
 use progress::Progress;
 use vm::VmRun;
 use window::FaultWindow;
@@ -209,40 +207,6 @@ async fn inject_one(
     r
 }
 
-/// Start the probe: it waits for the window to open, probes until it closes, and
-/// stops at once on abort.
-fn spawn_probe(
-    settings: ProbeSettings,
-    window: &FaultWindow,
-    abort: &Abort,
-    metrics: &Metrics,
-) -> tokio::task::JoinHandle<ProbeReport> {
-    let (mut w, abort, metrics) = (window.watch(), abort.clone(), metrics.clone());
-    tokio::spawn(async move {
-        if !w.opened().await {
-            return probe::not_run(&settings, &metrics);
-        }
-        probe::run(&settings, w.closed(), abort.wait(), &metrics).await
-    })
-}
-
-/// Start the Prometheus probe: like the HTTP probe, it waits for the window to open, evaluates
-/// as its mode says until the window closes, and stops at once on abort.
-fn spawn_prom_probe(
-    settings: PromProbeSettings,
-    window: &FaultWindow,
-    abort: &Abort,
-    metrics: &Metrics,
-) -> tokio::task::JoinHandle<PromProbeReport> {
-    let (mut w, abort, metrics) = (window.watch(), abort.clone(), metrics.clone());
-    tokio::spawn(async move {
-        if !w.opened().await {
-            return probe::prom::not_run(&settings, &metrics);
-        }
-        probe::prom::run(&settings, w.closed(), abort.wait(), &metrics).await
-    })
-}
-
 /// Run the fault on every VM in `cfg`; returns the report (never fails as a whole).
 /// Phases, agent counters and probe counts go to `metrics` as they happen.
 pub async fn run(
@@ -257,14 +221,7 @@ pub async fn run(
     let progress = Progress::new(Instant::now(), &cfg.targets.vms, quiet);
     progress.line("*", &format!("run {run_id}"));
     let fault_window = FaultWindow::default();
-    let probe_task = cfg
-        .probe
-        .clone()
-        .map(|p| spawn_probe(p, &fault_window, abort, metrics));
-    let prom_task = cfg
-        .prom_probe
-        .clone()
-        .map(|p| spawn_prom_probe(p, &fault_window, abort, metrics));
+    let probes = Probes::start(cfg, &fault_window, abort, metrics);
     let Connected {
         session,
         runs,
@@ -314,43 +271,7 @@ pub async fn run(
         }
     };
     fault_window.close();
-    let probe = match probe_task {
-        Some(t) => match t.await {
-            Ok(p) => {
-                progress.line(
-                    "*",
-                    &format!(
-                        "probe {}: {} attempts, {} ok, {} resets, {} other errors: verdict {}",
-                        p.url,
-                        p.attempts,
-                        p.ok,
-                        p.resets,
-                        p.other_errors,
-                        p.verdict.as_str()
-                    ),
-                );
-                Some(p)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the probe task panicked");
-                None
-            }
-        },
-        None => None,
-    };
-    let prom_probe = match prom_task {
-        Some(t) => match t.await {
-            Ok(p) => {
-                progress.line("*", &prom_line(&p));
-                Some(p)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the Prometheus probe task panicked");
-                None
-            }
-        },
-        None => None,
-    };
+    let (probe, prom_probe) = probes.finish(&progress).await;
     for r in &runs {
         r.record_end();
     }
@@ -382,24 +303,6 @@ pub async fn run(
         prom_probe,
         vcenter,
     }
-}
-
-/// The progress line of the Prometheus probe's outcome.
-fn prom_line(p: &PromProbeReport) -> String {
-    let mut line = format!(
-        "prometheus probe {} {} {}: held at {} of {} evaluation(s), {} without a value: verdict {}",
-        p.query,
-        p.comparator,
-        p.value,
-        p.held,
-        p.evaluations,
-        p.errors,
-        p.verdict.as_str()
-    );
-    if let Some(e) = &p.error {
-        line.push_str(&format!(" ({})", e.message));
-    }
-    line
 }
 
 /// What `preflight` or `cleanup` found on one VM.
