@@ -144,6 +144,16 @@ pub fn two_vms() -> ((Lab, Service), (Lab, Service), Vcsim) {
 /// `run` on vm-a with `agent`: TOXICITY 100, RESET_TIMEOUT 200 ms, a `window`-second fault,
 /// plus `extra` flags; the report as JSON on stdout.
 pub fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    run_args_at(agent, "100", window, extra)
+}
+
+/// [`run_args`] at another TOXICITY.
+pub fn run_args_at<'a>(
+    agent: &'a str,
+    toxicity: &'a str,
+    window: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut v = vec![
         "--output",
         "json",
@@ -153,7 +163,7 @@ pub fn run_args<'a>(agent: &'a str, window: &'a str, extra: &[&'a str]) -> Vec<&
         "--agent",
         agent,
         "--toxicity",
-        "100",
+        toxicity,
         "--reset-timeout",
         "200",
         "--total-chaos-duration",

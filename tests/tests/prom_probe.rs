@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reset_tests::{
     bin,
-    ctl::{Controller, Finished, run_bounded},
+    ctl::{Controller, Finished, run_args_at, run_bounded},
     fake_agent,
     lab::{Lab, VM_V4},
     metrics::parse,
@@ -42,26 +42,11 @@ fn prometheus_installed() -> bool {
     panic!("Debian's prometheus package is not installed: run `cargo xtask setup`");
 }
 
-/// `run` on the lab VM `vm` with the real agent and the Prometheus probe `probe`; the report
-/// on stdout.
+/// `run` on the lab VM `vm-a` with the real agent at `toxicity` for 4 s, with the Prometheus
+/// probe `probe`; the report on stdout.
 fn run_on_lab(sim: &Vcsim, toxicity: &str, probe: &[&str]) -> (Finished, Value) {
     let agent = bin("reset-agent");
-    let mut args = vec![
-        "--output",
-        "json",
-        "run",
-        "--vm-name",
-        "vm",
-        "--agent",
-        agent.to_str().unwrap(),
-        "--toxicity",
-        toxicity,
-        "--reset-timeout",
-        "200",
-        "--total-chaos-duration",
-        "4",
-    ];
-    args.extend_from_slice(probe);
+    let args = run_args_at(agent.to_str().unwrap(), toxicity, "4", probe);
     let out = Controller::spawn(sim.controller(&args)).finish(Duration::from_secs(90));
     let v = out.report();
     eprintln!("prom_probe: {}", v["prom_probe"]);
@@ -101,7 +86,10 @@ fn the_probe_fails_and_passes_on_the_callers_retries() {
     // increase() needs two samples of the counter: until then the query is an empty vector.
     prom.wait_value(RETRIES, Duration::from_secs(20), |v| v == 0.0)
         .unwrap_or_else(|e| panic!("{e}"));
-    let sim = Vcsim::builder().vm("vm", &lab).inside(&lab.caller).start();
+    let sim = Vcsim::builder()
+        .vm("vm-a", &lab)
+        .inside(&lab.caller)
+        .start();
 
     // No reset, no retry: "the callers retried" does not hold at any evaluation.
     let (out, v) = run_on_lab(

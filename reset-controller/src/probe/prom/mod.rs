@@ -9,6 +9,8 @@
 //! made), else pass. Evaluations go to a [`PromObserver`] as they happen (the run's metrics).
 
 pub mod api;
+#[cfg(test)]
+mod fake;
 pub mod verdict;
 
 use std::future::Future;

@@ -2,14 +2,13 @@
 //! (the real Prometheus is in tests/tests/prom_probe.rs).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
-use crate::config::PromProbeInputs;
+use crate::probe::prom::fake::{self, scalar, server};
 use crate::probe::verdict::Verdict;
 
 /// What the probe told its observer: (evaluations, values held, verdict).
@@ -31,43 +30,13 @@ impl PromObserver for Recorder {
 }
 
 /// A query API that answers its n-th request with the n-th of `values` (the last one after
-/// that) as a scalar; returns its base URL and the count of requests.
-async fn prometheus(values: &'static [&'static str]) -> (String, &'static AtomicUsize) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let asked: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let n = asked.fetch_add(1, Ordering::SeqCst);
-            let v = values[n.min(values.len() - 1)];
-            tokio::spawn(async move {
-                let mut b = [0u8; 2048];
-                let _ = s.read(&mut b).await;
-                let body = format!(
-                    r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{v}"]}}}}"#
-                );
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (format!("http://127.0.0.1:{port}"), asked)
+/// that) as a scalar; returns its base URL and the request heads it saw.
+async fn prometheus(values: &'static [&'static str]) -> (String, UnboundedReceiver<String>) {
+    server(|n| scalar(values[n.min(values.len() - 1)]), Duration::ZERO).await
 }
 
 fn settings(base: &str, mode: PromMode) -> PromProbeSettings {
-    PromProbeSettings::resolve(&PromProbeInputs {
-        url: Some(base.into()),
-        query: Some("sum(retries)".into()),
-        comparator: Some(">".into()),
-        value: Some(0.0),
-        mode,
-        interval_ms: 20,
-        timeout_ms: 2000,
-    })
-    .unwrap()
+    fake::settings(base, "sum(retries)", mode, 20, 2000)
 }
 
 fn never() -> std::future::Pending<()> {
@@ -109,16 +78,15 @@ async fn continuous_holds_every_evaluation_to_the_comparator() {
 
 #[tokio::test]
 async fn end_evaluates_once_after_the_window() {
-    let (base, asked) = prometheus(&["0", "4"]).await;
+    let (base, mut asked) = prometheus(&["0", "4"]).await;
     let obs = Recorder::default();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let probe = settings(&base, PromMode::End);
     let task = async { run(&probe, async { rx.await.unwrap_or(()) }, never(), &obs).await };
     let closer = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            asked.load(Ordering::SeqCst),
-            0,
+        assert!(
+            asked.try_recv().is_err(),
             "nothing asked while the window is open"
         );
         tx.send(()).expect("the probe waits for the window");
@@ -130,14 +98,14 @@ async fn end_evaluates_once_after_the_window() {
 
 #[tokio::test]
 async fn abort_and_a_window_that_never_opened_are_errors_that_say_so() {
-    let (base, asked) = prometheus(&["1"]).await;
+    let (base, mut asked) = prometheus(&["1"]).await;
     let obs = Recorder::default();
     let s = settings(&base, PromMode::End);
     let r = run(&s, never(), async {}, &obs).await;
     assert_eq!((r.evaluations, r.verdict), (0, Verdict::Error));
     let e = r.error.unwrap();
     assert!(e.message.contains("aborted"), "{}", e.message);
-    assert_eq!(asked.load(Ordering::SeqCst), 0);
+    assert!(asked.try_recv().is_err(), "nothing asked");
 
     let r = not_run(&s, &obs);
     assert_eq!(r.verdict, Verdict::Error);

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::config::{PromMode, PromProbeInputs};
+use crate::config::PromMode;
+use crate::probe::prom::fake::{self, scalar, server};
 
 const BASE: &str = "http://prom:9090";
 
@@ -107,49 +107,18 @@ fn prometheus_errors_keep_its_message() {
 }
 
 fn settings(base: &str, timeout_ms: u64) -> PromProbeSettings {
-    PromProbeSettings::resolve(&PromProbeInputs {
-        url: Some(base.into()),
-        query: Some("sum(up{job=\"a b\"})".into()),
-        comparator: Some(">".into()),
-        value: Some(0.0),
-        mode: PromMode::End,
-        interval_ms: 1000,
+    fake::settings(
+        base,
+        "sum(up{job=\"a b\"})",
+        PromMode::End,
+        1000,
         timeout_ms,
-    })
-    .unwrap()
-}
-
-/// A server that answers each connection with `reply` after `delay`; returns its base URL and
-/// a receiver of the request heads it saw.
-async fn server(
-    reply: &'static str,
-    delay: Duration,
-) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut b = vec![0u8; 4096];
-                let n = s.read(&mut b).await.unwrap_or(0);
-                let _ = tx.send(String::from_utf8_lossy(&b[..n]).into_owned());
-                tokio::time::sleep(delay).await;
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (format!("http://127.0.0.1:{port}/prom"), rx)
+    )
 }
 
 #[tokio::test]
 async fn asks_the_query_endpoint_and_reads_the_value() {
-    let (base, mut seen) = server(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"status\":\"success\",\"data\":{\"resultType\":\"scalar\",\"result\":[1,\"7\"]}}",
-        Duration::ZERO,
-    )
-    .await;
+    let (base, mut seen) = server(|_| scalar("7"), Duration::ZERO).await;
     let c = Client::new(&settings(&base, 2000)).unwrap();
     assert_eq!(c.evaluate().await, Ok(7.0));
     let head = seen.recv().await.unwrap();
@@ -161,28 +130,29 @@ async fn asks_the_query_endpoint_and_reads_the_value() {
     );
 }
 
+/// Why one evaluation against `base` gives no value.
+async fn failure(base: &str, timeout_ms: u64) -> EvalError {
+    Client::new(&settings(base, timeout_ms))
+        .unwrap()
+        .evaluate()
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn unreachable_and_silent_servers() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
     let gone = format!("http://127.0.0.1:{port}");
-    let e = Client::new(&settings(&gone, 2000))
-        .unwrap()
-        .evaluate()
-        .await
-        .unwrap_err();
+    let e = failure(&gone, 2000).await;
     assert_eq!(e.kind(), "unreachable", "{e}");
     let m = e.to_string();
     assert!(m.contains(&gone) && m.contains("refused"), "{m}");
 
-    let (silent, _seen) = server("", Duration::from_secs(10)).await;
+    let (silent, _seen) = server(|_| String::new(), Duration::from_secs(10)).await;
     let t0 = std::time::Instant::now();
-    let e = Client::new(&settings(&silent, 300))
-        .unwrap()
-        .evaluate()
-        .await
-        .unwrap_err();
+    let e = failure(&silent, 300).await;
     assert_eq!(e.kind(), "timeout", "{e}");
     assert!(e.to_string().contains("300 ms (PROM_PROBE_TIMEOUT)"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(3));
