@@ -10,6 +10,7 @@
 //! resource is an RAII guard that cleans up on drop, including when a test panics).
 #![forbid(unsafe_code)]
 
+pub mod callers;
 pub mod ctl;
 pub mod guard;
 pub mod help;

@@ -25,18 +25,18 @@ fn agent(lab: &Lab, args: &[&str]) -> Agent {
     Agent::start(&lab.vm, &all)
 }
 
-/// The request unit at TOXICITY 100 for a 30 s window, each request reset `reset_ms` after
-/// its first byte.
-fn every_request(lab: &Lab, reset_ms: u64) -> Agent {
+/// `reset-agent run --unit request` at `toxicity` percent, each selected request reset
+/// `reset_ms` after its first byte, for a `window_s` second window; active.
+fn fault(lab: &Lab, toxicity: u32, reset_ms: u64, window_s: u64) -> Agent {
     agent(
         lab,
         &[
             "--toxicity",
-            "100",
+            &toxicity.to_string(),
             "--reset-timeout",
             &reset_ms.to_string(),
             "--total-chaos-duration",
-            "30",
+            &window_s.to_string(),
         ],
     )
 }
@@ -88,17 +88,7 @@ fn keepalive_caller_sees_toxicity_percent_of_requests_reset() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "50",
-            "--reset-timeout",
-            "10",
-            "--total-chaos-duration",
-            "60",
-        ],
-    );
+    let mut a = fault(&lab, 50, 10, 60);
     let out = pooled(
         &lab.caller,
         &lab.url(false, 80, "/"),
@@ -192,7 +182,7 @@ fn connections_opened_before_the_window_are_reset_in_it() {
         assert_eq!(err.read(&mut byte).expect("read"), 1, "caller ended early");
         seen.push(byte[0]);
     }
-    let mut a = every_request(&lab, 50);
+    let mut a = fault(&lab, 100, 50, 30);
     caller
         .stdin
         .take()
@@ -219,17 +209,7 @@ fn reset_delay_p99_within_two_ms_at_200_requests_per_second() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "50",
-            "--total-chaos-duration",
-            "60",
-        ],
-    );
+    let mut a = fault(&lab, 100, 50, 60);
     // 10 connections, each reset 50 ms into every request and reopened: ~200 requests/s.
     let out = pooled(
         &lab.caller,
@@ -402,7 +382,7 @@ fn pipelined_split_and_pending_requests() {
     let run = a.finish();
     assert_eq!(u(run.report(), "requests_seen"), 2, "{}", run.report());
 
-    let mut a = every_request(&lab, 300);
+    let mut a = fault(&lab, 100, 300, 30);
     let (t, bytes, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         s.write_all(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -435,7 +415,7 @@ fn the_service_closing_first_still_gives_one_reset() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = every_request(&lab, 300);
+    let mut a = fault(&lab, 100, 300, 30);
     let (t, bytes, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         s.write_all(b"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -462,7 +442,7 @@ fn ipv6_requests_are_reset() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = every_request(&lab, 100);
+    let mut a = fault(&lab, 100, 100, 30);
     let out = pooled(&lab.caller, &lab.url(true, 80, "/"), &["--requests", "20"]);
     a.signal("TERM");
     let run = a.finish();
@@ -478,7 +458,7 @@ fn non_http_flows_are_opaque_and_selected_whole() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = every_request(&lab, 200);
+    let mut a = fault(&lab, 100, 200, 30);
     let (t, _, reset) = in_caller(&lab, false, |mut s| {
         let t = Instant::now();
         // A TLS ClientHello record header and a few bytes.
@@ -502,17 +482,7 @@ fn pending_resets_are_carried_out_after_the_window() {
         return;
     }
     let (lab, _svc) = Lab::with_service();
-    let mut a = agent(
-        &lab,
-        &[
-            "--toxicity",
-            "100",
-            "--reset-timeout",
-            "1500",
-            "--total-chaos-duration",
-            "1",
-        ],
-    );
+    let mut a = fault(&lab, 100, 1500, 1);
     let (t, _, reset) = in_caller(&lab, false, |mut s| raw_request(&mut s, "/late"));
     let run = a.finish();
     assert_eq!(run.code(), Some(0), "{}", run.stderr);

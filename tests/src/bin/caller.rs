@@ -21,6 +21,7 @@ use std::{
 };
 
 use clap::Parser;
+use reset_tests::callers::{parse_url, pct_ms};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -79,28 +80,6 @@ enum Attempt {
     Ok,
     Reset(Duration),
     Other,
-}
-
-fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    let has_port = if hostport.starts_with('[') {
-        hostport.contains("]:")
-    } else {
-        hostport.contains(':')
-    };
-    let with_port = if has_port {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:80")
-    };
-    let addr: SocketAddr = with_port.parse()?;
-    Ok((addr, hostport.to_owned(), path))
 }
 
 /// When the latest connect was started and the latest connection established (µs since `t0`),
@@ -213,15 +192,6 @@ async fn serve_metrics(addr: SocketAddr, totals: Arc<Totals>) -> anyhow::Result<
         }
     });
     Ok(())
-}
-
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i] as f64 / 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -358,8 +328,8 @@ async fn main() -> anyhow::Result<()> {
         "resets": totals.resets.load(Relaxed),
         "other_errors": totals.other_errors.load(Relaxed),
         "success_percent": if requests > 0 { 100.0 * succeeded as f64 / requests as f64 } else { 0.0 },
-        "latency_ms": {"p50": pct(&mut lat, 0.5), "p99": pct(&mut lat, 0.99), "max": pct(&mut lat, 1.0)},
-        "reset_after_ms": {"min": if ra.is_empty() { 0.0 } else { pct(&mut ra, 0.0) }, "p50": pct(&mut ra, 0.5), "max": pct(&mut ra, 1.0)},
+        "latency_ms": {"p50": pct_ms(&mut lat, 0.5), "p99": pct_ms(&mut lat, 0.99), "max": pct_ms(&mut lat, 1.0)},
+        "reset_after_ms": {"min": if ra.is_empty() { 0.0 } else { pct_ms(&mut ra, 0.0) }, "p50": pct_ms(&mut ra, 0.5), "max": pct_ms(&mut ra, 1.0)},
         "elapsed_s": started.elapsed().as_secs_f64(),
         // Start -> the last connection established: with --concurrency >= --requests, the
         // time the whole burst of connections took to open.

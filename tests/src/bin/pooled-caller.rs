@@ -19,6 +19,7 @@ use std::{
 };
 
 use clap::Parser;
+use reset_tests::callers::{parse_url, pct_ms};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -79,27 +80,6 @@ enum Outcome {
     Other,
 }
 
-fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    let with_port = if hostport
-        .rsplit(']')
-        .next()
-        .unwrap_or(hostport)
-        .contains(':')
-    {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:80")
-    };
-    Ok((with_port.parse()?, hostport.to_owned(), path))
-}
-
 /// One request on `s`: the response head and its Content-Length body.
 async fn request(s: &mut TcpStream, host: &str, path: &str, timeout: Duration) -> Outcome {
     let start = Instant::now();
@@ -149,15 +129,6 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     Ok(s)
-}
-
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i] as f64 / 1000.0
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -308,8 +279,8 @@ async fn main() -> anyhow::Result<()> {
             "warm_resets": totals.warm_resets.load(Relaxed),
             "bytes_before_reset": totals.bytes_before_reset.load(Relaxed),
             "success_percent": if requests > 0 { 100.0 * ok as f64 / requests as f64 } else { 0.0 },
-            "reset_after_ms": {"p50": pct(&mut ra, 0.5), "p99": pct(&mut ra, 0.99), "max": pct(&mut ra, 1.0)},
-            "ok_ms": {"p50": pct(&mut oa, 0.5), "p99": pct(&mut oa, 0.99), "max": pct(&mut oa, 1.0)},
+            "reset_after_ms": {"p50": pct_ms(&mut ra, 0.5), "p99": pct_ms(&mut ra, 0.99), "max": pct_ms(&mut ra, 1.0)},
+            "ok_ms": {"p50": pct_ms(&mut oa, 0.5), "p99": pct_ms(&mut oa, 0.99), "max": pct_ms(&mut oa, 1.0)},
             "elapsed_s": started.elapsed().as_secs_f64(),
         })
     );
